@@ -1,0 +1,3 @@
+from filtershift.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""The ``filtershift`` command line. Each subcommand lives in ``filtershift/commands/<name>.py``
+and exposes ``register(subparsers)``; this module only assembles them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from filtershift import __version__
+
+# Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = ("zoo", "extract", "info", "analyze")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filtershift",
+        description="Extract the 3x3 convolution filters of many CNN checkpoints into one database and "
+        "measure how their distributions shift between tasks, data types, architectures and depths.",
+    )
+    parser.add_argument("--version", action="version", version=f"filtershift {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"filtershift.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,88 @@
+"""Choosing where the work runs: the one edge that knows about clusters (DESIGN.md §4).
+
+Stage code calls ``dask.compute``; whichever client is current executes it. Here we resolve the
+command line once into a frozen :class:`ClusterSettings` and open the cluster it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+CLUSTER_KINDS = ("local", "slurm")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where to run: an existing scheduler, a LocalCluster, or SLURM jobs through dask-jobqueue."""
+
+    kind: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = None
+    dashboard_address: str = ":8787"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLUSTER_KINDS:
+            raise ValueError(f"--cluster must be one of {', '.join(CLUSTER_KINDS)}, got {self.kind!r}")
+
+
+def add_cluster_arguments(parser) -> None:
+    """The cluster options every command takes."""
+    group = parser.add_argument_group("cluster")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="use an existing dask scheduler (tcp://HOST:PORT or a scheduler file); nothing is started or stopped")
+    group.add_argument("--cluster", choices=CLUSTER_KINDS, default="local", help="start a cluster of this kind (default: local)")
+    group.add_argument("--workers", type=int, help="number of workers (local: default = cores / threads per worker)")
+    group.add_argument("--threads-per-worker", type=int, help="threads per worker (local default: 1)")
+    group.add_argument("--memory-limit", help="memory limit per worker, e.g. 4GiB (local default: machine memory / workers)")
+    group.add_argument("--dashboard-address", default=":8787", help="where the dashboard listens (default :8787, falls back to a free port)")
+
+
+def settings_from_args(args) -> ClusterSettings:
+    return ClusterSettings(
+        kind=args.cluster,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        memory_limit=args.memory_limit,
+        dashboard_address=args.dashboard_address,
+    )
+
+
+def local_cluster_kwargs(settings: ClusterSettings, n_cores: int | None = None) -> dict:
+    """LocalCluster arguments sized to the machine: one thread per worker by default (torch and
+    numpy each release the GIL, and processes isolate a crashing checkpoint reader)."""
+    n_cores = n_cores or os.cpu_count() or 1
+    threads = settings.threads_per_worker or 1
+    workers = settings.workers or max(1, n_cores // threads)
+    kwargs = dict(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=settings.dashboard_address)
+    kwargs["memory_limit"] = settings.memory_limit or "auto"
+    return kwargs
+
+
+@contextlib.contextmanager
+def connect(settings: ClusterSettings, out=sys.stderr) -> Iterator[object]:
+    """Open the cluster ``settings`` names, print its dashboard address, yield a ``Client``; on exit
+    close only what was started here (an existing scheduler and its workers are left running)."""
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if settings.scheduler:
+            if os.path.isfile(settings.scheduler):
+                client = stack.enter_context(Client(scheduler_file=settings.scheduler))
+            else:
+                client = stack.enter_context(Client(settings.scheduler))
+        elif settings.kind == "slurm":
+            from filtershift.slurm import slurm_cluster
+
+            cluster = stack.enter_context(slurm_cluster(settings))
+            client = stack.enter_context(Client(cluster))
+        else:
+            cluster = stack.enter_context(LocalCluster(**local_cluster_kwargs(settings)))
+            client = stack.enter_context(Client(cluster))
+        print(f"dask dashboard: {client.dashboard_link}", file=out, flush=True)
+        yield client

@@ -1,0 +1,214 @@
+"""The filter database on disk (DESIGN.md §3): one Zarr v3 group and two Parquet tables.
+
+This is the one module that touches the database's storage. The two tables are the commit record:
+rows of ``filters.zarr`` beyond the rows they account for are not part of the database (an
+interrupted append), and are overwritten by the next append.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import zarr
+
+FILTERS_STORE = "filters.zarr"
+MODELS_TABLE = "models.parquet"
+LAYERS_TABLE = "layers.parquet"
+RESULTS_DIR = "results"
+
+# 2**18 rows = 9 MiB per chunk. Measured here on a (20M, 9) store (STACK-NOTES.md, README):
+# reads of 256k-row chunks beat 1M-row chunks (fresh buffers above ~32 MiB are page-faulted
+# on every chunk on these VMs), and 3x3 float32 weights barely compress, so no codec by default.
+DEFAULT_CHUNK_ROWS = 262_144
+
+MODEL_COLUMNS = [
+    "model_id", "name", "path", "format", "sha256", "task", "data_type", "dataset", "family",
+    "n_layers", "n_filters", "status", "error",
+]
+LAYER_COLUMNS = [
+    "layer_id", "model_id", "name", "conv_index", "n_conv", "depth", "depth_decile",
+    "in_channels", "out_channels", "groups", "start", "stop", "n_filters",
+]
+LAYER_DTYPES = {
+    "layer_id": "int32", "model_id": "int32", "conv_index": "int32", "n_conv": "int32",
+    "depth": "float64", "depth_decile": "int8", "in_channels": "int32", "out_channels": "int32",
+    "groups": "int32", "start": "int64", "stop": "int64", "n_filters": "int64",
+}
+
+
+class DatabaseError(RuntimeError):
+    """A database that is missing, malformed or inconsistent; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """An opened filter database: the two tables in memory, the arrays lazily as dask arrays."""
+
+    path: Path
+    models: pd.DataFrame
+    layers: pd.DataFrame
+    n_rows: int
+    chunk_rows: int
+
+    def filters(self, chunk_rows: int | None = None) -> da.Array:
+        """The ``(N, 9)`` float32 filters as a lazy dask array (one task per chunk)."""
+        arr = da.from_zarr(str(self.path / FILTERS_STORE), component="filters", chunks=(chunk_rows or self.chunk_rows, 9))
+        return arr[: self.n_rows]
+
+    def layer_ids(self, chunk_rows: int | None = None) -> da.Array:
+        """The ``(N,)`` int32 ``layer_id`` of every row, chunked like :meth:`filters`."""
+        arr = da.from_zarr(str(self.path / FILTERS_STORE), component="layer", chunks=(chunk_rows or self.chunk_rows,))
+        return arr[: self.n_rows]
+
+    @property
+    def results_dir(self) -> Path:
+        return self.path / RESULTS_DIR
+
+
+def open_database(path: str | os.PathLike) -> Database:
+    """Open the database at ``path``; errors name the missing piece and the command that makes it."""
+    path = Path(path)
+    store = path / FILTERS_STORE
+    for piece in (store, path / MODELS_TABLE, path / LAYERS_TABLE):
+        if not piece.exists():
+            raise DatabaseError(
+                f"{path} is not a filter database: {piece.name} is missing. "
+                f"Create one with `filtershift extract MANIFEST --db {path}`."
+            )
+    models = pd.read_parquet(path / MODELS_TABLE)
+    layers = pd.read_parquet(path / LAYERS_TABLE)
+    group = zarr.open_group(str(store), mode="r")
+    filters = group["filters"]
+    n_rows = int(layers["stop"].max()) if len(layers) else 0
+    if filters.shape[0] < n_rows:
+        raise DatabaseError(
+            f"{store}: the filters array has {filters.shape[0]} rows but {LAYERS_TABLE} accounts for "
+            f"{n_rows}; the database is damaged. Run `filtershift verify {path}`, or rebuild it."
+        )
+    return Database(path=path, models=models, layers=layers, n_rows=n_rows, chunk_rows=int(filters.chunks[0]))
+
+
+def write_table(df: pd.DataFrame, target: Path) -> None:
+    """Write a Parquet table atomically (a temporary file renamed over the target)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The models and layers tables of ``path``, empty (with the contract's columns) if absent."""
+    models_file, layers_file = path / MODELS_TABLE, path / LAYERS_TABLE
+    models = pd.read_parquet(models_file) if models_file.exists() else pd.DataFrame(columns=MODEL_COLUMNS)
+    layers = (
+        pd.read_parquet(layers_file)
+        if layers_file.exists()
+        else pd.DataFrame({c: pd.Series(dtype=LAYER_DTYPES.get(c, "str")) for c in LAYER_COLUMNS})
+    )
+    return models, layers
+
+
+def ensure_store(path: Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> zarr.Group:
+    """Open ``DB/filters.zarr`` for appending, creating the group and its two arrays if needed."""
+    store = path / FILTERS_STORE
+    if store.exists():
+        group = zarr.open_group(str(store), mode="r+")
+        if "filters" not in group or "layer" not in group:
+            raise DatabaseError(f"{store} exists but lacks the 'filters' or 'layer' array; remove it and re-extract.")
+        return group
+    path.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(store), mode="w-", zarr_format=3)
+    group.create_array("filters", shape=(0, 9), chunks=(chunk_rows, 9), dtype="float32", compressors=None, fill_value=0.0)
+    group.create_array("layer", shape=(0,), chunks=(chunk_rows,), dtype="int32", compressors=None, fill_value=-1)
+    group.attrs["format"] = "filtershift-db"
+    group.attrs["format_version"] = 1
+    return group
+
+
+def aligned_chunks(start: int, n_rows: int, chunk_rows: int) -> tuple[int, ...]:
+    """Row chunking of ``n_rows`` new rows written from row ``start`` such that every piece lies
+    inside exactly one store chunk: a first piece up to the next chunk boundary, then whole chunks.
+    Writing piece by piece then never has two tasks writing the same chunk."""
+    if n_rows == 0:
+        return (0,)
+    first = min(n_rows, chunk_rows - start % chunk_rows)
+    rest = n_rows - first
+    sizes = [first] + [chunk_rows] * (rest // chunk_rows)
+    if rest % chunk_rows:
+        sizes.append(rest % chunk_rows)
+    return tuple(sizes)
+
+
+def append_rows(group: zarr.Group, start: int, filters: da.Array, layer: da.Array, **compute_kwargs) -> int:
+    """Write ``filters`` (n, 9) and ``layer`` (n,) at rows ``[start, start + n)`` of the store, one
+    task per store chunk; returns the new row count. Earlier rows and whole chunks are untouched."""
+    n = int(filters.shape[0])
+    f_arr, l_arr = group["filters"], group["layer"]
+    chunk_rows = int(f_arr.chunks[0])
+    stop = start + n
+    if f_arr.shape[0] != stop:
+        f_arr.resize((stop, 9))
+        l_arr.resize((stop,))
+    if n == 0:
+        return stop
+    rows = aligned_chunks(start, n, chunk_rows)
+    region = (slice(start, stop),)
+    da.store(
+        [filters.astype(np.float32).rechunk((rows, 9)), layer.astype(np.int32).rechunk((rows,))],
+        [f_arr, l_arr],
+        regions=[(slice(start, stop), slice(0, 9)), region],
+        lock=False,
+        **compute_kwargs,
+    )
+    return stop
+
+
+def write_database(
+    path: str | os.PathLike,
+    filters: np.ndarray | da.Array,
+    models: pd.DataFrame,
+    layers: pd.DataFrame,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **compute_kwargs,
+) -> Database:
+    """Write a whole new database from arrays and tables (synthetic data, imports, tests).
+
+    ``layers`` needs ``layer_id``, ``model_id``, ``start`` and ``stop`` (rows of one layer are
+    contiguous and the ranges tile ``[0, N)``); the ``layer`` array is derived from them.
+    """
+    path = Path(path)
+    if (path / FILTERS_STORE).exists():
+        raise DatabaseError(f"{path / FILTERS_STORE} already exists; choose a new --db folder or remove it.")
+    group = ensure_store(path, chunk_rows)
+    filters = filters if isinstance(filters, da.Array) else da.from_array(np.asarray(filters), chunks=(chunk_rows, 9))
+    starts = layers["start"].to_numpy(np.int64)
+    stops = layers["stop"].to_numpy(np.int64)
+    ids = layers["layer_id"].to_numpy(np.int32)
+    n = int(filters.shape[0])
+    layer = da.map_blocks(
+        _layer_block, da.arange(n, chunks=filters.chunks[0], dtype=np.int64), starts, stops, ids, dtype=np.int32
+    )
+    append_rows(group, 0, filters, layer, **compute_kwargs)
+    write_table(layers, path / LAYERS_TABLE)
+    write_table(models, path / MODELS_TABLE)
+    return open_database(path)
+
+
+def _layer_block(rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    order = np.argsort(starts, kind="stable")
+    pos = np.searchsorted(starts[order], rows, side="right") - 1
+    layer = ids[order][pos]
+    if np.any(rows >= stops[order][pos]):
+        raise DatabaseError("layer row ranges leave a gap: every row must belong to one layer")
+    return layer.astype(np.int32)
