@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
+
+import filtershift.commands
 
 from filtershift import __version__
 
-# Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("zoo", "extract", "info", "analyze")
+
+def command_modules() -> list[str]:
+    """Every module of ``filtershift.commands``, alphabetically (``--help`` lists them so)."""
+    return sorted(m.name for m in pkgutil.iter_modules(filtershift.commands.__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"filtershift {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in command_modules():
         importlib.import_module(f"filtershift.commands.{name}").register(subparsers)
     return parser
 
