@@ -1,0 +1,11 @@
+"""The analysis (DESIGN.md §2): PCA of the filters, grouped coefficient histograms, shift matrices
+and layer statistics, streamed over the filter store in at most three reads.
+
+Pure modules (``pca``, ``histograms``, ``shift``, ``layerstats``, ``plan``) compute; ``passes``
+runs the three streaming reads; ``run`` orchestrates; ``results`` is the only one that touches
+``DB/results/NAME/``.
+"""
+
+from filtershift.analysis.results import Results, load_results
+
+__all__ = ["Results", "load_results"]

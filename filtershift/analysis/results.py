@@ -1,0 +1,414 @@
+"""The analysis results on disk: the one module that writes or reads ``DB/results/NAME/``.
+
+Everything a figure or report needs is here, small and labelled; plotting code reads only these
+files (through :func:`load_results`), never the filter store.
+
+Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``, e.g. ``task``,
+``depth_decile``, ``model`` or a cross ``task+data_type``)::
+
+    pca.json                 the PCA (DESIGN.md §3): mean [9], components [9][9] (rows = v_i, sign:
+                             largest-magnitude entry positive), explained_variance [9],
+                             explained_variance_ratio [9] (= q_i), n_filters (filters fitted on),
+                             scaling ("scaled"|"raw"), method ("covariance"|"incremental"),
+                             fit_on (expression or null), n_analysed (filters analysed).
+    bins.json                the 1-D coefficient bins shared by everything: edges [71] (70 uniform
+                             bins over [min, max] of all coefficients of the analysed filters),
+                             min, max, n_bins; and the 2-D bins: edges_2d [n_bins_2d + 1] (uniform
+                             over the same [min, max]), n_bins_2d, pairs [[i, j], ...] (component
+                             pairs of the 2-D histograms, 0-based).
+    layer_histograms.npz     layer_id (L,) int64; counts (L, 9, 70) int64 — coefficient counts of
+                             every analysed layer, component, bin. Every group histogram is a sum
+                             of these (so weighting and bootstrap need no new pass).
+    model_histograms.npz     model_id (M,) int64; counts (M, 9, 70) int64; and decile_counts
+                             (M, 10, 9, 70) int64 — per model and per model x depth decile.
+    hist_<by>.npz            labels (G,) str; counts (G, 9, 70) float64 — the pooled coefficient
+                             counts (or, for --weighting layers|models, the mean of the members'
+                             normalised histograms, scaled to the group's filter count);
+                             probabilities (G, 9, 70) float64 — the distributions D is computed
+                             from (density, empty bins -> float32 eps, normalised to sum 1 per
+                             component); edges (71,); n_filters (G,) int64; n_models (G,) int64.
+    shift_<by>.csv           the square D matrix, group labels as header and index (first column
+                             "group").
+    shift_<by>_ci.csv        only with --bootstrap B: long table group_a, group_b, d, low, high,
+                             std (2.5 / 97.5 percentiles of D over B resamples of the models
+                             within each group).
+    counts_<by>.csv          group, n_models, n_layers, n_filters (paper Figs. 10-11).
+    hist2d_<by>.npz          labels (G,) str; pairs (P, 2) int64; counts (G, P, B2, B2) int64 —
+                             joint counts of component pair (i, j): axis 2 bins c_i, axis 3 bins
+                             c_j over edges_2d; edges (B2 + 1,). ``hist2d_all.npz`` holds the one
+                             group "all" (every analysed filter). Only written for groupings with
+                             at most ``max_groups_2d`` groups (see provenance) — not for ``model``
+                             on a large DB.
+    layer_stats.parquet      one row per analysed layer: layer_id, model_id, name, conv_index,
+                             depth, depth_decile, n_filters, mean_range (mean over its filters of
+                             max - min), max_abs, sparsity, variance_entropy, threshold (TH(n)),
+                             degenerate (bool).
+    model_depth_range.parquet  one row per (model_id, depth_decile) present: n_layers, n_filters,
+                             mean_range (mean of the layers' mean ranges, the paper's Fig. 6) and
+                             mean_range_filters (mean over all the filters in that decile).
+    model_pairs.parquet      one row per unordered pair of analysed models: model_a, model_b,
+                             name_a, name_b, d, same_family, same_task, same_data_type,
+                             same_dataset (bool; False where either side is missing).
+    models.parquet           the analysed models: model_id, name, task, data_type, dataset,
+                             family, n_layers, n_filters (as analysed) and any extra columns.
+    provenance.json          parameters (every CLI argument), database {path, fingerprint, n_rows,
+                             chunk_rows, n_models, n_layers}, versions {package: version}, timing
+                             {pass name: seconds, total}, passes (the three reads of the filters
+                             and what each computed), groupings [names], created (UTC ISO time).
+
+Every file is written to a temporary name and renamed, and ``provenance.json`` is written last:
+a results folder without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PCA_FILE = "pca.json"
+BINS_FILE = "bins.json"
+PROVENANCE_FILE = "provenance.json"
+LAYER_HIST_FILE = "layer_histograms.npz"
+MODEL_HIST_FILE = "model_histograms.npz"
+LAYER_STATS_FILE = "layer_stats.parquet"
+MODEL_DEPTH_RANGE_FILE = "model_depth_range.parquet"
+MODEL_PAIRS_FILE = "model_pairs.parquet"
+MODELS_FILE = "models.parquet"
+ALL_GROUP = "all"
+
+
+class ResultsError(RuntimeError):
+    """Missing or incomplete results; the message says how to produce them."""
+
+
+def results_path(db_path: str | os.PathLike, name: str) -> Path:
+    return Path(db_path) / "results" / name
+
+
+def shift_file(by: str) -> str:
+    return f"shift_{by}.csv"
+
+
+def shift_ci_file(by: str) -> str:
+    return f"shift_{by}_ci.csv"
+
+
+def hist_file(by: str) -> str:
+    return f"hist_{by}.npz"
+
+
+def hist2d_file(by: str) -> str:
+    return f"hist2d_{by}.npz"
+
+
+def counts_file(by: str) -> str:
+    return f"counts_{by}.csv"
+
+
+# --------------------------------------------------------------------------------------------
+# Small frozen types: what the readers return
+
+
+@dataclass(frozen=True)
+class PCAResult:
+    """A fitted PCA: ``f = mean + sum_i c_i components[i]``."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance: np.ndarray
+    explained_variance_ratio: np.ndarray
+    n_filters: int
+    scaling: str
+    method: str = "covariance"
+    fit_on: str | None = None
+    n_analysed: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean.tolist(),
+            "components": self.components.tolist(),
+            "explained_variance": self.explained_variance.tolist(),
+            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+            "n_filters": int(self.n_filters),
+            "scaling": self.scaling,
+            "method": self.method,
+            "fit_on": self.fit_on,
+            "n_analysed": None if self.n_analysed is None else int(self.n_analysed),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "PCAResult":
+        return cls(
+            mean=np.asarray(d["mean"], dtype=np.float64),
+            components=np.asarray(d["components"], dtype=np.float64),
+            explained_variance=np.asarray(d["explained_variance"], dtype=np.float64),
+            explained_variance_ratio=np.asarray(d["explained_variance_ratio"], dtype=np.float64),
+            n_filters=int(d["n_filters"]),
+            scaling=d["scaling"],
+            method=d.get("method", "covariance"),
+            fit_on=d.get("fit_on"),
+            n_analysed=d.get("n_analysed"),
+        )
+
+
+@dataclass(frozen=True)
+class Bins:
+    """The shared bins: 1-D ``edges`` (n_bins + 1) and the 2-D ``edges_2d`` with its ``pairs``."""
+
+    edges: np.ndarray
+    edges_2d: np.ndarray
+    pairs: tuple[tuple[int, int], ...]
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) - 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "edges": self.edges.tolist(),
+            "min": float(self.edges[0]),
+            "max": float(self.edges[-1]),
+            "n_bins": self.n_bins,
+            "edges_2d": self.edges_2d.tolist(),
+            "n_bins_2d": len(self.edges_2d) - 1,
+            "pairs": [list(p) for p in self.pairs],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Bins":
+        return cls(
+            edges=np.asarray(d["edges"], dtype=np.float64),
+            edges_2d=np.asarray(d["edges_2d"], dtype=np.float64),
+            pairs=tuple(tuple(int(i) for i in p) for p in d["pairs"]),
+        )
+
+
+@dataclass(frozen=True)
+class GroupHistograms:
+    """Coefficient histograms of one grouping: ``counts`` and ``probabilities`` are (G, 9, n_bins)."""
+
+    by: str
+    labels: tuple[str, ...]
+    counts: np.ndarray
+    probabilities: np.ndarray
+    edges: np.ndarray
+    n_filters: np.ndarray
+    n_models: np.ndarray
+
+
+@dataclass(frozen=True)
+class GroupHistograms2D:
+    """Joint histograms of component pairs: ``counts`` is (G, P, B2, B2); axis 2 bins c_i."""
+
+    by: str
+    labels: tuple[str, ...]
+    pairs: tuple[tuple[int, int], ...]
+    counts: np.ndarray
+    edges: np.ndarray
+
+
+@dataclass(frozen=True)
+class Results:
+    """An analysis on disk. Small parts are loaded eagerly; tables and histograms on request."""
+
+    path: Path
+    pca: PCAResult
+    bins: Bins
+    provenance: dict[str, Any] = field(repr=False)
+
+    @property
+    def groupings(self) -> tuple[str, ...]:
+        return tuple(self.provenance.get("groupings", ()))
+
+    @property
+    def weighting(self) -> str:
+        return self.provenance.get("parameters", {}).get("weighting", "filters")
+
+    def shift(self, by: str) -> pd.DataFrame:
+        """The D matrix of ``by``: a square DataFrame indexed and labelled by group."""
+        df = pd.read_csv(self._file(shift_file(by)), index_col=0, dtype={"group": str})
+        df.index = df.index.astype(str)
+        df.index.name = "group"
+        return df
+
+    def shift_ci(self, by: str) -> pd.DataFrame | None:
+        """Bootstrap CIs of ``by`` (long table), or ``None`` when the analysis ran without them."""
+        path = self.path / shift_ci_file(by)
+        if not path.exists():
+            return None
+        return pd.read_csv(path, dtype={"group_a": str, "group_b": str})
+
+    def counts(self, by: str) -> pd.DataFrame:
+        return pd.read_csv(self._file(counts_file(by)), dtype={"group": str})
+
+    def histograms(self, by: str) -> GroupHistograms:
+        with np.load(self._file(hist_file(by)), allow_pickle=False) as z:
+            return GroupHistograms(
+                by=by,
+                labels=tuple(str(s) for s in z["labels"]),
+                counts=z["counts"],
+                probabilities=z["probabilities"],
+                edges=z["edges"],
+                n_filters=z["n_filters"],
+                n_models=z["n_models"],
+            )
+
+    def histograms_2d(self, by: str = ALL_GROUP) -> GroupHistograms2D | None:
+        """2-D histograms of ``by`` (``"all"``: every analysed filter), or ``None`` when not written."""
+        path = self.path / hist2d_file(by)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return GroupHistograms2D(
+                by=by,
+                labels=tuple(str(s) for s in z["labels"]),
+                pairs=tuple(tuple(int(i) for i in p) for p in z["pairs"]),
+                counts=z["counts"],
+                edges=z["edges"],
+            )
+
+    def layer_histograms(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(layer_id (L,), counts (L, 9, n_bins))``."""
+        with np.load(self._file(LAYER_HIST_FILE), allow_pickle=False) as z:
+            return z["layer_id"], z["counts"]
+
+    def model_histograms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(model_id (M,), counts (M, 9, n_bins), decile_counts (M, 10, 9, n_bins))``."""
+        with np.load(self._file(MODEL_HIST_FILE), allow_pickle=False) as z:
+            return z["model_id"], z["counts"], z["decile_counts"]
+
+    def layer_stats(self) -> pd.DataFrame:
+        return pd.read_parquet(self._file(LAYER_STATS_FILE))
+
+    def model_depth_range(self) -> pd.DataFrame:
+        return pd.read_parquet(self._file(MODEL_DEPTH_RANGE_FILE))
+
+    def model_pairs(self) -> pd.DataFrame:
+        return pd.read_parquet(self._file(MODEL_PAIRS_FILE))
+
+    def models(self) -> pd.DataFrame:
+        return pd.read_parquet(self._file(MODELS_FILE))
+
+    def _file(self, name: str) -> Path:
+        path = self.path / name
+        if not path.exists():
+            raise ResultsError(
+                f"{path} is missing: this analysis did not produce it (groupings: "
+                f"{', '.join(self.groupings) or 'none'}). Rerun `filtershift analyze` with the grouping you need."
+            )
+        return path
+
+
+def load_results(db_path: str | os.PathLike, name: str) -> Results:
+    """Open the results ``DB/results/NAME``; raises :class:`ResultsError` if absent or incomplete."""
+    path = results_path(db_path, name)
+    if not (path / PROVENANCE_FILE).exists():
+        raise ResultsError(
+            f"{path} holds no complete analysis ({PROVENANCE_FILE} is missing). "
+            f"Run `filtershift analyze {db_path} --name {name}`."
+        )
+    return Results(
+        path=path,
+        pca=PCAResult.from_json(_read_json(path / PCA_FILE)),
+        bins=Bins.from_json(_read_json(path / BINS_FILE)),
+        provenance=_read_json(path / PROVENANCE_FILE),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writers (atomic: temporary file + rename)
+
+
+def _atomic(target: Path, write: Callable[[str], None], suffix: str = "") -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def write_json(target: Path, obj: dict[str, Any]) -> None:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+    _atomic(target, write)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> None:
+    save = np.savez_compressed if compressed else np.savez
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            save(fh, **arrays)
+
+    _atomic(target, write)
+
+
+def write_csv(target: Path, df: pd.DataFrame, index: bool = False) -> None:
+    _atomic(target, lambda tmp: df.to_csv(tmp, index=index))
+
+
+def write_parquet(target: Path, df: pd.DataFrame) -> None:
+    _atomic(target, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def shift_frame(d: np.ndarray, labels: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """The D matrix as the square labelled frame written to ``shift_<by>.csv``."""
+    index = pd.Index([str(s) for s in labels], name="group")
+    return pd.DataFrame(np.asarray(d, dtype=np.float64), index=index, columns=list(index))
+
+
+def write_group_histograms(folder: Path, h: GroupHistograms) -> None:
+    write_npz(
+        folder / hist_file(h.by),
+        labels=np.asarray(h.labels, dtype=str),
+        counts=h.counts,
+        probabilities=h.probabilities,
+        edges=h.edges,
+        n_filters=np.asarray(h.n_filters, dtype=np.int64),
+        n_models=np.asarray(h.n_models, dtype=np.int64),
+    )
+
+
+def write_group_histograms_2d(folder: Path, h: GroupHistograms2D) -> None:
+    write_npz(
+        folder / hist2d_file(h.by),
+        compressed=True,
+        labels=np.asarray(h.labels, dtype=str),
+        pairs=np.asarray(h.pairs, dtype=np.int64).reshape(-1, 2),
+        counts=h.counts,
+        edges=h.edges,
+    )
+
+
+__all__ = [
+    "PCAResult", "Bins", "GroupHistograms", "GroupHistograms2D", "Results", "ResultsError",
+    "load_results", "results_path", "write_json", "write_npz", "write_csv", "write_parquet",
+    "shift_frame", "write_group_histograms", "write_group_histograms_2d",
+]
