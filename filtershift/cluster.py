@@ -25,6 +25,7 @@ class ClusterSettings:
     threads_per_worker: int | None = None
     memory_limit: str | None = None
     dashboard_address: str = ":8787"
+    cluster_config: str | None = None  # --cluster-config: a SLURM settings YAML (see filtershift/slurm.py)
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
@@ -40,6 +41,7 @@ def add_cluster_arguments(parser) -> None:
     group.add_argument("--threads-per-worker", type=int, help="threads per worker (local default: 1)")
     group.add_argument("--memory-limit", help="memory limit per worker, e.g. 4GiB (local default: machine memory / workers)")
     group.add_argument("--dashboard-address", default=":8787", help="where the dashboard listens (default :8787, falls back to a free port)")
+    group.add_argument("--cluster-config", metavar="FILE", help="SLURM settings YAML overriding ./cluster/slurm.yaml and the packaged defaults (--cluster slurm)")
 
 
 def settings_from_args(args) -> ClusterSettings:
@@ -50,6 +52,7 @@ def settings_from_args(args) -> ClusterSettings:
         threads_per_worker=args.threads_per_worker,
         memory_limit=args.memory_limit,
         dashboard_address=args.dashboard_address,
+        cluster_config=getattr(args, "cluster_config", None),
     )
 
 

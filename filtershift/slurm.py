@@ -1,0 +1,281 @@
+"""``--cluster slurm``: dask workers as SLURM jobs through dask-jobqueue's ``SLURMCluster``.
+
+Configuration is packaged, commented YAML (``filtershift/config/slurm.yaml``) loaded into
+``dask.config`` under ``filtershift.slurm``; a site's ``cluster/slurm.yaml`` (looked up in the
+working directory) and ``--cluster-config FILE`` override it, in that order. It is resolved once,
+into a frozen :class:`SlurmSettings`, before any job is submitted; everything downstream — the job
+script, the cluster, the scaling — is a function of that one value (STYLE.md, dask-jobqueue).
+
+``job_script(settings)`` renders the exact worker job script without a scheduler or a batch system;
+``slurm_cluster(cluster_settings)`` starts the scheduler here, submits worker jobs, and cancels
+every job it submitted on the way out, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.config
+import yaml
+from dask.utils import parse_bytes
+
+CONFIG_KEY = "filtershift.slurm"
+SITE_CONFIG = Path("cluster") / "slurm.yaml"
+PLACEHOLDER_SCHEDULER = "tcp://<insert-scheduler-address-here>:8786"
+
+
+def packaged_defaults() -> dict:
+    """The packaged ``filtershift/config/slurm.yaml`` as a dict (``{"filtershift": {"slurm": …}}``)."""
+    text = resources.files("filtershift").joinpath("config", "slurm.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+# Like dask-jobqueue: packaged defaults are dask config defaults, so ~/.config/dask/*.yaml and
+# DASK_FILTERSHIFT__SLURM__* variables override them the usual way.
+dask.config.update_defaults(packaged_defaults())
+
+
+class SlurmConfigError(ValueError):
+    """A SLURM setting that cannot be used; the message names the key, the source and the fix."""
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """Every choice ``--cluster slurm`` makes, resolved once (keys of ``filtershift/config/slurm.yaml``)."""
+
+    queue: str | None = None
+    account: str | None = None
+    walltime: str = "01:00:00"
+    job_name: str = "filtershift-worker"
+    job_extra_directives: tuple[str, ...] = ()
+    job_directives_skip: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    log_directory: str | None = None
+    cores: int = 1
+    processes: int = 1
+    memory: str = "4GiB"
+    python: str | None = None
+    interface: str | None = None
+    local_directory: str | None = None
+    death_timeout: int = 60
+    worker_extra_args: tuple[str, ...] = ()
+    minimum_jobs: int = 1
+    maximum_jobs: int = 4
+    sources: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any], sources: tuple[str, ...] = ()) -> SlurmSettings:
+        """Validate the ``filtershift.slurm`` mapping: unknown keys, wrong types and impossible values
+        are errors that name the key and what to write instead."""
+        where = " or ".join(sources) if sources else "the SLURM settings"
+        flat = {}
+        for key, value in _normalised(config).items():
+            if key == "adaptive":
+                if not isinstance(value, Mapping):
+                    raise SlurmConfigError(f"{where}: 'adaptive' must be a mapping with minimum-jobs and maximum-jobs, got {value!r}")
+                for sub, subvalue in _normalised(value).items():
+                    if sub not in ("minimum-jobs", "maximum-jobs"):
+                        raise SlurmConfigError(f"{where}: unknown key 'adaptive.{sub}'; use 'adaptive.minimum-jobs' or 'adaptive.maximum-jobs'")
+                    flat[sub] = subvalue
+            else:
+                flat[key] = value
+        known = {f.name.replace("_", "-"): f for f in fields(cls) if f.name != "sources"}
+        kwargs: dict[str, Any] = {}
+        for key, value in flat.items():
+            if key not in known:
+                names = ", ".join(sorted(k for k in known if k not in ("minimum-jobs", "maximum-jobs")))
+                raise SlurmConfigError(f"{where}: unknown key {key!r}; known keys: {names}, adaptive.minimum-jobs, adaptive.maximum-jobs")
+            kwargs[known[key].name] = _checked(key, value, known[key].type, where)
+        settings = cls(**kwargs, sources=sources)
+        settings._check_values(where)
+        return settings
+
+    def _check_values(self, where: str) -> None:
+        if self.cores < 1 or self.processes < 1 or self.cores % self.processes:
+            raise SlurmConfigError(f"{where}: cores ({self.cores}) must be a positive multiple of processes ({self.processes})")
+        try:
+            parse_bytes(self.memory)
+        except ValueError:
+            raise SlurmConfigError(f"{where}: memory {self.memory!r} is not a size; write e.g. memory: 4GiB") from None
+        if not 0 <= self.minimum_jobs <= self.maximum_jobs or self.maximum_jobs < 1:
+            raise SlurmConfigError(
+                f"{where}: need 0 <= adaptive.minimum-jobs ({self.minimum_jobs}) <= adaptive.maximum-jobs ({self.maximum_jobs}), maximum-jobs >= 1"
+            )
+
+
+def _normalised(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).replace("_", "-"): v for k, v in mapping.items()}
+
+
+_TYPE_NAMES = {"str | None": "a string or null", "str": "a string", "int": "an integer", "tuple[str, ...]": "a list of strings"}
+
+
+def _checked(key: str, value: Any, annotation: str, where: str) -> Any:
+    expected = _TYPE_NAMES[annotation]
+    if key == "walltime" and isinstance(value, int) and not isinstance(value, bool):
+        raise SlurmConfigError(
+            f"{where}: walltime is the number {value}: YAML reads an unquoted 01:00:00 as a number; quote it: walltime: \"01:00:00\""
+        )
+    if annotation == "str | None" and (value is None or isinstance(value, str)):
+        return value
+    if annotation == "str" and isinstance(value, str):
+        return value
+    if key == "memory" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if annotation == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation == "tuple[str, ...]":
+        if value is None:
+            return ()
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    raise SlurmConfigError(f"{where}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The ``filtershift.slurm`` part of a YAML file laid out like the packaged defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlurmConfigError(f"cluster config {path} does not exist; pass an existing YAML file to --cluster-config")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SlurmConfigError(f"cluster config {path} is not valid YAML: {err}") from None
+    if not isinstance(document, Mapping) or set(document) != {"filtershift"} or not isinstance(document["filtershift"], Mapping):
+        raise SlurmConfigError(f"cluster config {path}: put the settings under 'filtershift: slurm:' (see filtershift/config/slurm.yaml)")
+    unknown = set(document["filtershift"]) - {"slurm"}
+    if unknown:
+        raise SlurmConfigError(f"cluster config {path}: unknown section filtershift.{sorted(unknown)[0]}; only filtershift.slurm is read here")
+    return dict(document["filtershift"].get("slurm") or {})
+
+
+def resolve_slurm_settings(config_file: str | Path | None = None, cwd: str | Path | None = None) -> SlurmSettings:
+    """Resolve once: dask.config (packaged defaults, user dask config, environment) < ``cwd/cluster/slurm.yaml``
+    < ``config_file``."""
+    config = dask.config.get(CONFIG_KEY)
+    sources = ["filtershift/config/slurm.yaml"]
+    site = Path(cwd or ".") / SITE_CONFIG
+    files = ([site] if site.is_file() else []) + ([Path(config_file)] if config_file else [])
+    for path in files:
+        config = dask.config.merge(_nested(config), _nested(read_config_file(path)))
+        sources.append(str(path))
+    return SlurmSettings.from_mapping(config, sources=tuple(sources))
+
+
+def _nested(config: Mapping[str, Any]) -> dict:
+    """Normalise keys so that ``job_name`` in one file overrides ``job-name`` in another."""
+    return {k: _nested(v) if isinstance(v, Mapping) else v for k, v in _normalised(config).items()}
+
+
+def job_kwargs(settings: SlurmSettings) -> dict[str, Any]:
+    """Keyword arguments of ``SLURMJob`` / ``SLURMCluster``, every one explicit so that dask-jobqueue's
+    own ``jobqueue.slurm`` config cannot change what runs."""
+    return dict(
+        queue=settings.queue,
+        account=settings.account,
+        walltime=settings.walltime,
+        job_name=settings.job_name,
+        job_extra_directives=list(settings.job_extra_directives),
+        job_directives_skip=list(settings.job_directives_skip),
+        job_script_prologue=list(settings.job_script_prologue),
+        log_directory=settings.log_directory,
+        cores=settings.cores,
+        processes=settings.processes,
+        memory=settings.memory,
+        python=settings.python or sys.executable,
+        interface=settings.interface,
+        local_directory=settings.local_directory,
+        death_timeout=settings.death_timeout,
+        worker_extra_args=list(settings.worker_extra_args),
+        # the deprecated aliases, pinned empty so that a jobqueue config cannot re-enable them
+        job_cpu=None,
+        job_mem=None,
+    )
+
+
+def job_script(settings: SlurmSettings, scheduler: str = PLACEHOLDER_SCHEDULER, worker_number: int = 0) -> str:
+    """The exact script the ``worker_number``-th worker job submits, for a scheduler at ``scheduler``
+    (no cluster or batch system needed; workers are named ``<job-name>-<number>``)."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    return SLURMJob(scheduler, name=f"{settings.job_name}-{worker_number}", **job_kwargs(settings)).job_script()
+
+
+def _cancel(job_ids: set[str]) -> None:
+    """``scancel`` whatever is left of the jobs submitted here (after a clean close: nothing)."""
+    if not job_ids:
+        return
+    queued = subprocess.run(["squeue", "--noheader", "--format=%i", "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED", "--jobs", ",".join(sorted(job_ids))], capture_output=True, text=True)
+    left = sorted(set(queued.stdout.split()) & job_ids)
+    if left:
+        print(f"cancelling SLURM jobs {' '.join(left)}", file=sys.stderr, flush=True)
+        subprocess.run(["scancel", *left], capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def _sigterm_raises_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, ``scancel`` of the job running filtershift) like Ctrl-C, so that the
+    same clean shutdown runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def slurm_cluster(cluster_settings) -> Iterator[Any]:
+    """A ``SLURMCluster`` from the resolved SLURM settings, scaled adaptively between
+    ``adaptive.minimum-jobs`` and ``adaptive.maximum-jobs`` (or to exactly ``--workers`` jobs).
+
+    On exit — normal, exception, Ctrl-C or SIGTERM — the cluster closes and every job it submitted
+    that is still queued or running is cancelled."""
+    from dask_jobqueue import SLURMCluster
+    from dask_jobqueue.slurm import SLURMJob
+
+    settings = resolve_slurm_settings(getattr(cluster_settings, "cluster_config", None))
+    submitted: set[str] = set()
+
+    class TrackedSLURMJob(SLURMJob):
+        """Remembers its SLURM job id, so that a shutdown interrupted half-way can still cancel it."""
+
+        async def start(self):
+            await super().start()
+            if self.job_id:
+                submitted.add(str(self.job_id))
+
+    with _sigterm_raises_interrupt():
+        cluster = SLURMCluster(
+            job_cls=TrackedSLURMJob,
+            name=settings.job_name,  # workers are named <job-name>-<n>, as job_script() renders them
+            scheduler_options={"dashboard_address": cluster_settings.dashboard_address},
+            **job_kwargs(settings),
+        )
+        try:
+            if cluster_settings.workers:
+                cluster.scale(jobs=cluster_settings.workers)
+            else:
+                cluster.adapt(minimum_jobs=settings.minimum_jobs, maximum_jobs=settings.maximum_jobs)
+            yield cluster
+        finally:
+            try:
+                cluster.close()
+            finally:
+                _cancel(submitted)
