@@ -35,6 +35,10 @@ LAYER_COLUMNS = [
     "layer_id", "model_id", "name", "conv_index", "n_conv", "depth", "depth_decile",
     "in_channels", "out_channels", "groups", "start", "stop", "n_filters",
 ]
+MODEL_DTYPES = {
+    "model_id": "int32", "n_layers": "int64", "n_filters": "int64", "n_conv": "int64",
+    "size_bytes": "int64", "mtime_ns": "int64",
+}
 LAYER_DTYPES = {
     "layer_id": "int32", "model_id": "int32", "conv_index": "int32", "n_conv": "int32",
     "depth": "float64", "depth_decile": "int8", "in_channels": "int32", "out_channels": "int32",
@@ -150,28 +154,24 @@ def aligned_chunks(start: int, n_rows: int, chunk_rows: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def append_rows(group: zarr.Group, start: int, filters: da.Array, layer: da.Array, **compute_kwargs) -> int:
+def append_rows(group: zarr.Group, start: int, filters: da.Array, layer: da.Array, compute: bool = True):
     """Write ``filters`` (n, 9) and ``layer`` (n,) at rows ``[start, start + n)`` of the store, one
-    task per store chunk; returns the new row count. Earlier rows and whole chunks are untouched."""
+    task per store chunk; earlier rows and whole chunks are untouched. With ``compute=False`` the
+    store is returned as a delayed value to compute (e.g. with a progress bar)."""
     n = int(filters.shape[0])
     f_arr, l_arr = group["filters"], group["layer"]
-    chunk_rows = int(f_arr.chunks[0])
     stop = start + n
     if f_arr.shape[0] != stop:
         f_arr.resize((stop, 9))
         l_arr.resize((stop,))
-    if n == 0:
-        return stop
-    rows = aligned_chunks(start, n, chunk_rows)
-    region = (slice(start, stop),)
-    da.store(
+    rows = aligned_chunks(start, n, int(f_arr.chunks[0]))
+    return da.store(
         [filters.astype(np.float32).rechunk((rows, 9)), layer.astype(np.int32).rechunk((rows,))],
         [f_arr, l_arr],
-        regions=[(slice(start, stop), slice(0, 9)), region],
+        regions=[(slice(start, stop), slice(0, 9)), (slice(start, stop),)],
         lock=False,
-        **compute_kwargs,
+        compute=compute,
     )
-    return stop
 
 
 def write_database(
@@ -180,7 +180,6 @@ def write_database(
     models: pd.DataFrame,
     layers: pd.DataFrame,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    **compute_kwargs,
 ) -> Database:
     """Write a whole new database from arrays and tables (synthetic data, imports, tests).
 
@@ -199,7 +198,7 @@ def write_database(
     layer = da.map_blocks(
         _layer_block, da.arange(n, chunks=filters.chunks[0], dtype=np.int64), starts, stops, ids, dtype=np.int32
     )
-    append_rows(group, 0, filters, layer, **compute_kwargs)
+    append_rows(group, 0, filters, layer)
     write_table(layers, path / LAYERS_TABLE)
     write_table(models, path / MODELS_TABLE)
     return open_database(path)

@@ -1,0 +1,51 @@
+"""``filtershift extract MANIFEST --db DB``"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from filtershift import store
+from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="extract (or add to) a filter database from a manifest of checkpoints",
+        description="Extract every 3x3 kernel of every regular 2-D convolution of the manifest's checkpoints "
+        "into DB (one dask task per checkpoint). A rerun skips what is done; new rows are appended.",
+    )
+    parser.add_argument("manifest", type=Path, help="CSV or YAML manifest, one row per checkpoint (DESIGN.md §3)")
+    parser.add_argument("--db", type=Path, required=True, help="database folder (created if missing)")
+    parser.add_argument("--chunk-rows", type=int, default=store.DEFAULT_CHUNK_ROWS, help="rows per Zarr chunk of a new database (default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_cluster_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from filtershift.extract import plan_extraction, run_extraction
+    from filtershift.manifest import ManifestError, read_manifest
+
+    try:
+        entries = read_manifest(args.manifest)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    plan = plan_extraction(entries, args.db)
+    print(plan.describe(), file=sys.stderr)
+    if not plan.to_stage:
+        print(f"database {args.db} is up to date", file=sys.stderr)
+        return 0
+    with connect(settings_from_args(args)):
+        report = run_extraction(plan, chunk_rows=args.chunk_rows, show_progress=not args.no_progress)
+    counts = report.statuses["status"].value_counts().to_dict()
+    print(
+        f"extracted {report.n_new_models} new model(s), {report.n_new_filters:,} filters in {report.seconds:.1f} s "
+        f"into {args.db} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})"
+    )
+    problems = report.statuses[report.statuses["status"] != "ok"]
+    for row in problems.itertuples():
+        print(f"  {row.status}: {row.name} ({row.path}): {row.error}")
+    return 1 if report.n_failed else 0

@@ -1,0 +1,189 @@
+"""``extract``: manifest -> staged checkpoints (one dask task each) -> consolidated database.
+
+Plan first (:func:`plan_extraction`: which manifest rows need a task, from the database's own
+record), run the staging tasks, then :func:`consolidate` appends the new models' rows after the
+existing ones — in manifest order, whatever order the tasks finished in — and commits the two
+tables. The tables are the commit record (see :mod:`filtershift.store`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from filtershift import store
+from filtershift.manifest import META_COLUMNS, Entry
+from filtershift.progress import compute, compute_each
+from filtershift.staging import STAGING_DIR, Staged, load_staged_kernels, one_line, read_staged_layers, stage_checkpoint
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """What a run will do: the entries that need a staging task, and those already in the DB."""
+
+    db: Path
+    to_stage: tuple[Entry, ...]
+    up_to_date: tuple[Entry, ...]
+
+    def describe(self) -> str:
+        return f"{len(self.to_stage)} checkpoint(s) to extract, {len(self.up_to_date)} already in {self.db}"
+
+
+@dataclass(frozen=True)
+class ExtractionReport:
+    """The outcome of a run, one status per manifest row."""
+
+    statuses: pd.DataFrame  # name, path, status, error
+    n_new_models: int
+    n_new_filters: int
+    seconds: float
+
+    @property
+    def n_failed(self) -> int:
+        return int((self.statuses["status"] == "failed").sum())
+
+
+def file_fingerprint(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def plan_extraction(entries: list[Entry], db: Path) -> ExtractionPlan:
+    """A row is up to date when the DB holds it as ``ok`` from the same file (size and mtime
+    unchanged); every other row gets a staging task, which compares content hashes."""
+    models, _ = store.read_tables(db)
+    done = {}
+    if len(models):
+        ok = models[models["status"] == "ok"]
+        done = {(p, int(s), int(m)) for p, s, m in zip(ok["path"], ok["size_bytes"], ok["mtime_ns"])}
+    to_stage, up_to_date = [], []
+    for entry in entries:
+        current = not entry.problem and entry.path.is_file() and (str(entry.path), *file_fingerprint(entry.path)) in done
+        (up_to_date if current else to_stage).append(entry)
+    return ExtractionPlan(db=db, to_stage=tuple(to_stage), up_to_date=tuple(up_to_date))
+
+
+def task_key(entry: Entry) -> str:
+    """A readable, unique dask key: ``extract-<name>-<row>`` (the dashboard groups by prefix)."""
+    safe = "".join(c if c.isalnum() or c in "._" else "_" for c in entry.name)[:80]
+    return f"extract-{safe}-{entry.row}"
+
+
+def run_extraction(plan: ExtractionPlan, chunk_rows: int = store.DEFAULT_CHUNK_ROWS, show_progress: bool = True) -> ExtractionReport:
+    """Stage every planned checkpoint (one task each), then consolidate into the database."""
+    started = time.perf_counter()
+    staging_root = str(plan.db / STAGING_DIR)
+    tasks = [dask.delayed(stage_checkpoint, pure=False)(entry, staging_root, dask_key_name=task_key(entry)) for entry in plan.to_stage]
+    outcomes = compute_each(tasks, label="extract", show=show_progress)
+    staged = [
+        result if error is None else Staged(sha256="", status="failed", error=f"task failed: {type(error).__name__}: {one_line(error)}")
+        for result, error in outcomes
+    ]
+    n_models, n_filters = consolidate(plan.db, list(plan.to_stage), staged, chunk_rows, show_progress)
+    rows = [(e.name, str(e.path), "ok", "already in the database") for e in plan.up_to_date]
+    rows += [(e.name, str(e.path), s.status, s.error) for e, s in zip(plan.to_stage, staged)]
+    statuses = pd.DataFrame(rows, columns=["name", "path", "status", "error"])
+    return ExtractionReport(statuses=statuses, n_new_models=n_models, n_new_filters=n_filters, seconds=time.perf_counter() - started)
+
+
+def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows: int, show_progress: bool = True) -> tuple[int, int]:
+    """Append the newly staged models to the database and commit the tables; returns the number
+    of models and filters added. Rows are written one task per store chunk."""
+    models, layers = store.read_tables(db)
+    models, layers = _drop_uncommitted(models, layers)
+    start = int(layers["stop"].max()) if len(layers) else 0
+    group = store.ensure_store(db, chunk_rows)
+    known_sha = dict(zip(models.loc[models["status"] == "ok", "sha256"], models.loc[models["status"] == "ok", "model_id"]))
+    row_of_path = dict(zip(models["path"], models.index))
+    next_model = int(models["model_id"].max()) + 1 if len(models) else 0
+    next_layer = int(layers["layer_id"].max()) + 1 if len(layers) else 0
+    new_models, new_layers, blocks, layer_blocks = [], [], [], []
+    offset = start
+    for entry, result in zip(entries, staged):
+        previous = row_of_path.get(str(entry.path))
+        if result.status == "ok" and result.sha256 in known_sha:
+            if previous is not None and models.at[previous, "status"] == "ok":
+                models.loc[previous, ["size_bytes", "mtime_ns"]] = file_fingerprint(entry.path)  # touched, same content
+                continue
+            result = Staged(sha256=result.sha256, status="skipped", error=f"same content as model {known_sha[result.sha256]}")
+        if previous is not None and models.at[previous, "status"] == "ok":
+            print(f"warning: {entry.label} changed since it was extracted as model {models.at[previous, 'model_id']}; "
+                  "kept the stored version (extract into a new --db to use the new file)")
+            continue
+        model_id = int(models.at[previous, "model_id"]) if previous is not None else next_model
+        if previous is None:
+            next_model += 1
+        else:
+            models = models.drop(index=previous)
+        record = _model_record(entry, result, model_id)
+        if result.status == "ok":
+            known_sha[result.sha256] = model_id
+            frame = read_staged_layers(result.folder)
+            ids = np.arange(next_layer, next_layer + len(frame), dtype=np.int32)
+            stops = offset + np.cumsum(frame["n_filters"].to_numpy(np.int64))
+            frame.insert(0, "layer_id", ids)
+            frame.insert(1, "model_id", model_id)
+            frame["start"], frame["stop"] = stops - frame["n_filters"].to_numpy(np.int64), stops
+            new_layers.append(frame[store.LAYER_COLUMNS])
+            blocks.append(da.from_delayed(dask.delayed(load_staged_kernels)(result.folder, dask_key_name=f"load-{model_id}"), (result.n_filters, 9), np.float32))
+            layer_blocks.append(da.from_delayed(dask.delayed(np.repeat)(ids, frame["n_filters"].to_numpy(), dask_key_name=f"layer-ids-{model_id}"), (result.n_filters,), np.int32))
+            next_layer += len(frame)
+            offset = int(stops[-1])
+        new_models.append(record)
+    if blocks:
+        stored = store.append_rows(group, start, da.concatenate(blocks), da.concatenate(layer_blocks), compute=False)
+        compute(stored, label="consolidate", show=show_progress)
+    elif group["filters"].shape[0] != start:
+        group["filters"].resize((start, 9))
+        group["layer"].resize((start,))
+    layers_out = pd.concat([layers, *new_layers], ignore_index=True) if new_layers else layers
+    models_out = pd.concat([models, pd.DataFrame(new_models)], ignore_index=True) if new_models else models
+    models_out = models_out.sort_values("model_id", kind="stable").reset_index(drop=True)
+    models_out = models_out.astype({c: t for c, t in store.MODEL_DTYPES.items() if c in models_out.columns})
+    store.write_table(layers_out.astype({c: t for c, t in store.LAYER_DTYPES.items()}), db / store.LAYERS_TABLE)
+    store.write_table(models_out, db / store.MODELS_TABLE)  # the commit
+    for result in staged:
+        if result.status == "ok" and result.folder:
+            shutil.rmtree(result.folder, ignore_errors=True)
+    return sum(1 for m in new_models if m["status"] == "ok"), offset - start
+
+
+def _drop_uncommitted(models: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Layers of models the models table does not hold as ``ok`` are leftovers of an
+    interrupted run (layers are written before models): drop them."""
+    if len(layers):
+        ok = set(models.loc[models["status"] == "ok", "model_id"]) if len(models) else set()
+        layers = layers[layers["model_id"].isin(ok)].reset_index(drop=True)
+    return models.reset_index(drop=True), layers
+
+
+def _model_record(entry: Entry, result: Staged, model_id: int) -> dict:
+    size, mtime = file_fingerprint(entry.path) if entry.path.is_file() else (-1, -1)
+    record = {
+        "model_id": model_id,
+        "name": entry.name,
+        "path": str(entry.path),
+        "format": entry.format,
+        "sha256": result.sha256,
+        **{c: entry.meta.get(c, "") for c in META_COLUMNS},
+        **{k: v for k, v in entry.meta.items() if k not in META_COLUMNS},
+        "arch": entry.arch,
+        "n_layers": result.n_layers,
+        "n_filters": result.n_filters,
+        "n_conv": result.n_conv,
+        "kernel_counts": json.dumps(result.kernel_counts, sort_keys=True),
+        "rows_sha256": result.rows_sha256,
+        "size_bytes": size,
+        "mtime_ns": mtime,
+        "status": result.status,
+        "error": result.error,
+    }
+    return record

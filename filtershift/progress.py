@@ -1,0 +1,87 @@
+"""Running dask collections with a terminal progress bar, on whatever scheduler is current.
+
+Stage code builds collections and hands them here; it never learns which scheduler runs them
+(a distributed ``Client`` if one is active, else dask's default local scheduler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+
+
+def _current_client():
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def compute(*collections, label: str = "", show: bool = True):
+    """``dask.compute(*collections)`` with a progress bar named ``label``."""
+    import dask
+
+    client = _current_client()
+    if client is None:
+        if not show:
+            return dask.compute(*collections)
+        from dask.diagnostics import ProgressBar
+
+        print(label, file=sys.stderr, flush=True)
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(*collections)
+    futures = client.compute(list(collections))
+    if show:
+        from distributed import progress
+
+        print(label, file=sys.stderr, flush=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            progress(futures, notebook=False)  # a bar over every task of the graph
+    return tuple(client.gather(futures))
+
+
+def compute_each(tasks: Sequence, label: str = "", show: bool = True) -> list[tuple[object, BaseException | None]]:
+    """Compute independent tasks, keeping each one's failure apart: ``[(result, error), ...]``.
+    A task that raises (or whose worker dies) fails alone; the others still deliver."""
+    import dask
+
+    client = _current_client()
+    if client is None:
+        out = []
+        iterator = _bar(tasks, label, show)
+        for task in iterator:
+            try:
+                out.append((dask.compute(task)[0], None))
+            except Exception as exc:  # one checkpoint's failure never stops the others
+                out.append((None, exc))
+        return out
+    futures = client.compute(list(tasks))
+    if show:
+        _progress(futures, label)
+    out = []
+    for future in futures:
+        try:
+            out.append((future.result(), None))
+        except Exception as exc:  # includes KilledWorker for a task that crashed its workers
+            out.append((None, exc))
+    return out
+
+
+def _progress(futures, label: str) -> None:
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    with tqdm(total=len(futures), desc=label, file=sys.stderr, unit="task", dynamic_ncols=True) as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
+
+
+def _bar(items, label: str, show: bool):
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, file=sys.stderr, unit="task", dynamic_ncols=True)

@@ -1,0 +1,32 @@
+"""TorchScript archives (``torch.jit.save``): module types are known, so exactly the
+``Conv2d`` modules count, in registration order, with their ``groups``.
+
+Loading a TorchScript archive compiles its TorchScript code (a restricted language, no Python
+pickles of arbitrary objects); the module is inspected, never run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from filtershift.readers.statedict import EMA_PATTERN, to_numpy_float32
+from filtershift.types import ConvWeight
+
+
+def read_torchscript(path: Path, arch: str = "") -> list[ConvWeight]:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise ValueError(f"not a loadable TorchScript archive ({first})") from None
+    convs = []
+    for name, sub in module.named_modules():
+        if getattr(sub, "original_name", "") != "Conv2d" or EMA_PATTERN.search(name):
+            continue
+        weight = sub.weight
+        if weight.ndim != 4:
+            continue
+        convs.append(ConvWeight(name=name, level=len(convs), weight=to_numpy_float32(weight), groups=int(sub.groups)))
+    return convs

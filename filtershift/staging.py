@@ -1,0 +1,140 @@
+"""One checkpoint -> one staging folder (the per-checkpoint dask task of ``extract``).
+
+``DB/.staging/<sha256>/`` holds ``kernels.npy`` (n, 9) float32, ``layers.parquet`` (per-layer
+metadata, no ids yet) and ``summary.json``; it appears atomically (written under a temporary
+name, then renamed), so a killed task leaves nothing that looks finished. Consolidation later
+copies staged rows into the database; no task ever writes the database itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from filtershift.kernels import model_kernels
+from filtershift.manifest import Entry
+from filtershift.readers import read_convolutions
+
+STAGING_DIR = ".staging"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What a staging task reports back (small; the kernels stay on disk)."""
+
+    sha256: str
+    status: str  # ok | failed | skipped
+    error: str = ""
+    n_conv: int = 0
+    n_layers: int = 0
+    n_filters: int = 0
+    kernel_counts: dict = field(default_factory=dict)
+    rows_sha256: str = ""
+    folder: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def sha256_file(path: Path, block: int = 4 * 2**20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
+    """Read one checkpoint and stage its 3x3 kernels. Never raises for a bad checkpoint: the
+    problem becomes the result's ``status`` / ``error``."""
+    if entry.problem:
+        return Staged(sha256="", status="failed", error=entry.problem)
+    try:
+        sha = sha256_file(entry.path)
+    except OSError as exc:
+        return Staged(sha256="", status="failed", error=f"cannot read the file: {one_line(exc)}")
+    folder = Path(staging_root) / sha
+    if (folder / "summary.json").is_file():  # staged by an earlier, interrupted run
+        return Staged(**json.loads((folder / "summary.json").read_text()))
+    try:
+        model = model_kernels(read_convolutions(entry.path, entry.format, entry.arch))
+    except Exception as exc:  # a hostile or broken file fails alone, with its reason
+        return Staged(sha256=sha, status="failed", error=f"{entry.format} reader: {one_line(exc)}")
+    if not model.layers:
+        shapes = ", ".join(f"{k}: {v}" for k, v in model.kernel_counts.items()) or "none"
+        reason = "no regular 2-D convolution found" if not model.kernel_counts else f"no 3x3 regular convolution (kernels by shape: {shapes})"
+        return Staged(sha256=sha, status="skipped", error=reason, n_conv=model.n_conv, kernel_counts=model.kernel_counts)
+    kernels = np.concatenate([layer.kernels for layer in model.layers]) if len(model.layers) > 1 else model.layers[0].kernels
+    if not np.isfinite(kernels).all():
+        bad = [layer.name for layer in model.layers if not np.isfinite(layer.kernels).all()]
+        return Staged(sha256=sha, status="failed", error=f"non-finite weights (NaN or Inf) in {len(bad)} layer(s): {', '.join(bad[:3])}", n_conv=model.n_conv)
+    staged = Staged(
+        sha256=sha,
+        status="ok",
+        n_conv=model.n_conv,
+        n_layers=len(model.layers),
+        n_filters=int(kernels.shape[0]),
+        kernel_counts=model.kernel_counts,
+        rows_sha256=hashlib.sha256(np.ascontiguousarray(kernels, dtype=np.float32).tobytes()).hexdigest(),
+        folder=str(folder),
+    )
+    _write_atomically(folder, kernels, _layers_frame(model), staged)
+    return staged
+
+
+def _layers_frame(model) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "name": [l.name for l in model.layers],
+            "conv_index": [l.conv_index for l in model.layers],
+            "n_conv": [l.n_conv for l in model.layers],
+            "depth": [l.depth for l in model.layers],
+            "depth_decile": [l.depth_decile for l in model.layers],
+            "in_channels": [l.in_channels for l in model.layers],
+            "out_channels": [l.out_channels for l in model.layers],
+            "groups": [l.groups for l in model.layers],
+            "n_filters": [l.n_filters for l in model.layers],
+        }
+    )
+
+
+def _write_atomically(folder: Path, kernels: np.ndarray, layers: pd.DataFrame, staged: Staged) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        np.save(tmp / "kernels.npy", kernels)
+        layers.to_parquet(tmp / "layers.parquet", index=False)
+        (tmp / "summary.json").write_text(staged.to_json())
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "summary.json").is_file():  # not a concurrent twin: a real failure
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_staged_layers(folder: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(folder) / "layers.parquet")
+
+
+def load_staged_kernels(folder: str) -> np.ndarray:
+    return np.load(Path(folder) / "kernels.npy", allow_pickle=False)
+
+
+__all__ = ["Staged", "stage_checkpoint", "sha256_file", "read_staged_layers", "load_staged_kernels", "STAGING_DIR"]
