@@ -7,6 +7,7 @@ pickles of arbitrary objects); the module is inspected, never run.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from filtershift.readers.statedict import EMA_PATTERN, to_numpy_float32
@@ -17,7 +18,10 @@ def read_torchscript(path: Path, arch: str = "") -> list[ConvWeight]:
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in torch >= 2.10, but users' archives still need reading.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise ValueError(f"not a loadable TorchScript archive ({first})") from None

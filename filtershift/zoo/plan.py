@@ -50,38 +50,57 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes of one zoo: image side, training set size, steps, and the model grid."""
+    """Sizes of one zoo: image side, training set size, steps, and the model grid.
+
+    ``classifiers`` and ``dense`` list ``(family, width, n_seeds)``; each classifier entry is trained
+    on every data type, each dense entry (U-Net, detection, super-resolution, DCGAN) on the data types
+    that have its target. ``wide`` lists ``(family, width, steps)``: wide models trained for fewer steps.
+    """
 
     image: int
     n_train: int
     steps: int
-    widths: tuple[int, ...]  # classifier widths; one seed per width, plus extra seeds at the first
-    extra_seeds: int
-    dense_width: int  # U-Net, detection, super-resolution, DCGAN
-    dense_seeds: int
-    wide: tuple[tuple[str, int, int], ...] = ()  # (family, width, steps): wide models, fewer steps
-    oversized: tuple[int, int, int] = (64, 32, 150)  # (width, n_train, steps)
+    classifiers: tuple[tuple[str, int, int], ...]
+    dense: tuple[tuple[str, int, int], ...]
+    wide: tuple[tuple[str, int, int], ...] = ()
+    oversized: tuple[int, int, int] = (48, 32, 100)  # (width, n_train, steps) of a 9-layer VGG
     data_types: tuple[str, ...] = tuple(TASKS_BY_DATA_TYPE)
 
 
+_DENSE = ("unet", "detnet", "srnet", "dcgan")
 PROFILES = {
-    "tiny": Profile(image=16, n_train=128, steps=30, widths=(4,), extra_seeds=0, dense_width=4, dense_seeds=1,
-                    oversized=(24, 16, 30), data_types=("natural", "medical", "formula")),
-    "small": Profile(image=16, n_train=512, steps=200, widths=(8, 16), extra_seeds=1, dense_width=8, dense_seeds=1),
-    "large": Profile(image=32, n_train=1024, steps=300, widths=(8, 16, 24, 32), extra_seeds=3, dense_width=12,
-                     dense_seeds=3, wide=(("vgg", 128, 40), ("resnet", 128, 40), ("vgg", 192, 25), ("resnet", 192, 25),
-                                          ("vgg", 256, 20), ("resnet", 256, 20)), oversized=(128, 32, 200)),
+    "tiny": Profile(
+        image=16, n_train=128, steps=30,
+        classifiers=(("vgg", 4, 2), ("resnet", 4, 1), ("mobilenet", 4, 1)),
+        dense=tuple((f, 4, 1) for f in _DENSE),
+        oversized=(24, 16, 30), data_types=("natural", "medical", "formula"),
+    ),
+    "small": Profile(
+        image=16, n_train=512, steps=200,
+        classifiers=(("vgg", 8, 2), ("vgg", 16, 1), ("resnet", 8, 1), ("mobilenet", 8, 1)),
+        dense=tuple((f, 8, 1) for f in _DENSE),
+    ),
+    "large": Profile(
+        image=32, n_train=1024, steps=300,
+        classifiers=(("vgg", 8, 4), ("vgg", 16, 2), ("vgg", 32, 2), ("resnet", 8, 4), ("resnet", 16, 2),
+                     ("resnet", 32, 2), ("mobilenet", 16, 3), ("mobilenet", 32, 2)),
+        dense=(("unet", 8, 2), ("unet", 16, 2), ("detnet", 12, 3), ("srnet", 16, 3), ("srnet", 32, 1),
+               ("dcgan", 8, 2), ("dcgan", 16, 1)),
+        wide=(("vgg", 128, 40), ("resnet", 128, 40), ("vgg", 192, 25), ("resnet", 192, 25), ("vgg", 256, 20),
+              ("resnet", 256, 20)),
+        oversized=(128, 32, 200),
+    ),
 }
 
 
 def plan_zoo(size: str = "small", seed: int = 0) -> tuple[ModelSpec, ...]:
     """Every training task of a zoo of ``size`` (``tiny``, ``small`` or ``large``) from ``seed``.
 
-    Classifiers (VGG, ResNet, MobileNet) on every data type at each width, with extra seeds at the
-    first width; U-Net, detection, super-resolution and DCGAN on the data types that have those
-    targets; wide models trained for fewer steps (``large``); one over-sized VGG on a tiny data set.
-    The first model of each (family, data type) also saves its initialisation as a control. Output
-    formats rotate over :data:`FORMATS`; every fifth model also gets an fp16 copy.
+    Classifiers (VGG, ResNet, MobileNet) on every data type, U-Net, detection, super-resolution and
+    DCGAN on the data types that have those targets, wide models trained for fewer steps (``large``)
+    and one over-sized VGG on a tiny data set. Untrained controls: the initialisation of the first
+    VGG of every data type and of the first model of every other family. Output formats rotate over
+    :data:`FORMATS`; every fourth model also gets an fp16 copy.
     """
     if size not in PROFILES:
         raise ValueError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -90,35 +109,29 @@ def plan_zoo(size: str = "small", seed: int = 0) -> tuple[ModelSpec, ...]:
     specs: list[ModelSpec] = []
 
     def add(family: str, data_type: str, width: int, k: int, **kwargs) -> None:
-        model_seed = seed * 1000 + len(specs)
         name = f"{family}-{data_type}-w{width}-s{k}"
-        first = not any(s.family == family and s.data_type == data_type for s in specs)
+        # controls: the first VGG of each data type, the first model of each other family
+        same = [s for s in specs if s.family == family and (family != "vgg" or s.data_type == data_type)]
+        hp = dict(optimizer="sgd", lr=0.05) if family == "resnet" else dict(lr=5e-4 if family == "dcgan" else 2e-3)
+        hp["blocks"] = 1 if family == "resnet" else 2
         specs.append(ModelSpec(name=name, family=family, task=TASK_OF_FAMILY[family], data_type=data_type,
-                               width=width, seed=model_seed, control=first, **{**base, **kwargs}))
+                               width=width, seed=seed * 1000 + len(specs), control=not same,
+                               **{**base, **hp, **kwargs}))
 
     for data_type in p.data_types:
-        for family in ("vgg", "resnet", "mobilenet"):
-            blocks = 1 if family == "resnet" else 2
-            for i, width in enumerate(p.widths):
-                for k in range(1 + (p.extra_seeds if i == 0 else 0)):
-                    if family == "resnet" and width > 16 and size == "small":
-                        continue
-                    add(family, data_type, width, k, blocks=blocks,
-                        optimizer="sgd" if family == "resnet" else "adamw", lr=0.05 if family == "resnet" else 2e-3)
-        tasks = TASKS_BY_DATA_TYPE[data_type]
-        for family in ("unet", "detnet", "srnet", "dcgan"):
-            if TASK_OF_FAMILY[family] not in tasks:
-                continue
-            for k in range(p.dense_seeds):
-                add(family, data_type, p.dense_width, k, lr=5e-4 if family == "dcgan" else 2e-3)
+        for family, width, n_seeds in p.classifiers:
+            for k in range(n_seeds):
+                add(family, data_type, width, k)
+        for family, width, n_seeds in p.dense:
+            if TASK_OF_FAMILY[family] in TASKS_BY_DATA_TYPE[data_type]:
+                for k in range(n_seeds):
+                    add(family, data_type, width, k)
     for i, (family, width, steps) in enumerate(p.wide):
         data_type = p.data_types[i % len(p.data_types)]
-        add(family, data_type, width, 0, steps=steps, blocks=1 if family == "resnet" else 2, batch=16,
-            optimizer="sgd" if family == "resnet" else "adamw", lr=0.05 if family == "resnet" else 1e-3,
-            note=f"wide: trained {steps} steps only")
+        add(family, data_type, width, 0, steps=steps, batch=16, note=f"wide: trained {steps} steps only")
     width, n_train, steps = p.oversized
     add("vgg", p.data_types[0], width, 9, blocks=3, n_train=n_train, steps=steps, batch=16, weight_decay=5e-2,
         note=f"over-sized: width {width}, 9 conv layers, on {n_train} images")
     return tuple(
-        replace(s, format=FORMATS[i % len(FORMATS)], fp16_copy=(i % 5 == 2)) for i, s in enumerate(specs)
+        replace(s, format=FORMATS[i % len(FORMATS)], fp16_copy=(i % 4 == 2)) for i, s in enumerate(specs)
     )

@@ -129,7 +129,7 @@ def train(spec: ModelSpec) -> tuple[list[Trained], list[float]]:
             net.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             net.optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         net.module.eval()
         return [net], losses
 
@@ -156,7 +156,7 @@ def _train_gan(spec: ModelSpec, x_all: torch.Tensor) -> tuple[list[Trained], lis
         gen.optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         gen.optimizer.step()
-        losses.append(float(d_loss + g_loss))
+        losses.append((d_loss + g_loss).item())
     gen.module.eval()
     disc.module.eval()
     return [gen, disc], losses

@@ -1,0 +1,264 @@
+"""The analysis plan: everything a run will do, decided from the two tables before any filter moves.
+
+Pure: takes the models and layers tables (pandas) and the store's row count and chunking; imports
+neither zarr nor dask. The plan is a frozen value; tests inspect it without running anything.
+
+Layers are the unit of everything: the analysed layers get positions ``0..L-1`` in row order, and
+every grouping is a lookup ``layer position -> group code`` (DESIGN.md §4: "any meta-group is a
+lookup table layer_id -> group code"). The streaming pass histograms per layer; any grouping,
+weighting and bootstrap resample is then a sum over layers, with no further read of the filters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+N_BINS = 70
+N_BINS_2D = 64
+SCALINGS = ("scaled", "raw")
+PCA_METHODS = ("covariance", "incremental")
+DEFAULT_PCA_METHOD = "covariance"  # measured: benchmarks/bench_pca.py (see the issue's closing note)
+WEIGHTINGS = ("filters", "layers", "models")
+PAIR_SETS = ("consecutive", "all")
+MODEL_GROUPING = "model"
+# Model-table columns that clash with layer columns are exposed as model_<name> in --where/--by.
+_CLASHING_MODEL_COLUMNS = ("name", "n_filters", "path", "status", "error")
+
+
+class PlanError(ValueError):
+    """An analysis that cannot be planned; the message says how to fix the command line."""
+
+
+@dataclass(frozen=True, eq=False)
+class Grouping:
+    """One meta-grouping: ``codes[p]`` is the group of analysed layer position ``p``."""
+
+    name: str
+    columns: tuple[str, ...]
+    labels: tuple[str, ...]
+    codes: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisPlan:
+    """What ``filtershift analyze`` will compute, and over which rows and blocks of the store.
+
+    ``layers`` is the analysed layers' table (layers joined with their model's columns) in row
+    order; its position is the layer position used everywhere. ``layer_lookup[layer_id]`` is that
+    position or -1 (not analysed); ``fit_lookup[layer_id]`` is True for the layers the PCA is
+    fitted on. ``blocks`` / ``fit_blocks`` are the store chunks that hold analysed / fit rows.
+    """
+
+    scaling: str
+    pca_method: str
+    weighting: str
+    groupings: tuple[Grouping, ...]
+    layers: pd.DataFrame = field(repr=False)
+    models: pd.DataFrame = field(repr=False)
+    layer_lookup: np.ndarray = field(repr=False)
+    fit_lookup: np.ndarray = field(repr=False)
+    model_codes: np.ndarray = field(repr=False)
+    blocks: tuple[int, ...] = field(repr=False)
+    fit_blocks: tuple[int, ...] = field(repr=False)
+    n_analysed: int = 0
+    n_fit: int = 0
+    where: str | None = None
+    fit_on: str | None = None
+    n_bins: int = N_BINS
+    n_bins_2d: int = N_BINS_2D
+    pairs: tuple[tuple[int, int], ...] = ()
+    max_groups_2d: int = 64
+    bootstrap: int = 0
+    max_groups_bootstrap: int = 256
+    seed: int = 0
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.models)
+
+    @property
+    def groupings_2d(self) -> tuple[Grouping, ...]:
+        return tuple(g for g in self.groupings if g.n_groups <= self.max_groups_2d)
+
+    def grouping(self, name: str) -> Grouping:
+        for g in self.groupings:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def describe(self) -> str:
+        """A short printable summary of the plan."""
+        lines = [
+            f"analysis: {self.n_analysed:,} filters in {self.n_layers:,} layers of {self.n_models:,} models"
+            + (f" (where {self.where})" if self.where else ""),
+            f"  PCA ({self.pca_method}, {self.scaling}) fitted on {self.n_fit:,} filters"
+            + (f" (fit-on {self.fit_on})" if self.fit_on else ""),
+            f"  reads {len(self.blocks)} store chunks ({len(self.fit_blocks)} for the fit); "
+            f"{self.n_bins} bins, weighting by {self.weighting}"
+            + (f", bootstrap B={self.bootstrap}" if self.bootstrap else ""),
+        ]
+        for g in self.groupings:
+            lines.append(f"  by {g.name}: {g.n_groups} groups" + ("" if g.n_groups <= self.max_groups_2d else " (no 2-D histograms)"))
+        return "\n".join(lines)
+
+
+def layer_table(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Layers joined with their model's columns (clashing model columns renamed ``model_<name>``)."""
+    m = models.rename(columns={c: f"model_{c}" for c in _CLASHING_MODEL_COLUMNS if c in models.columns})
+    m = m[[c for c in m.columns if c == "model_id" or c not in layers.columns]]
+    table = layers.merge(m, on="model_id", how="left", validate="many_to_one")
+    return table.sort_values("start", kind="stable").reset_index(drop=True)
+
+
+def select(table: pd.DataFrame, expr: str | None, option: str) -> np.ndarray:
+    """Boolean mask of the rows of ``table`` matching the pandas query ``expr`` (all if None)."""
+    if not expr:
+        return np.ones(len(table), dtype=bool)
+    try:
+        mask = table.eval(expr)
+    except Exception as exc:  # pandas raises many kinds here; all mean a bad expression
+        raise PlanError(
+            f"{option} {expr!r} could not be evaluated ({type(exc).__name__}: {exc}). It is a pandas "
+            f"expression over the layer and model columns: {', '.join(map(str, table.columns))}; "
+            f"e.g. {option} \"data_type == 'natural' and depth_decile == 0\"."
+        ) from None
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (len(table),):
+        raise PlanError(f"{option} {expr!r} must be a condition (true/false per layer), not a value.")
+    return mask
+
+
+def make_grouping(name: str, table: pd.DataFrame, models: pd.DataFrame) -> Grouping:
+    """The grouping ``name`` (a column, ``model``, or columns crossed with ``+``) over ``table``."""
+    columns = tuple(c.strip() for c in name.split("+"))
+    if columns == (MODEL_GROUPING,):
+        ids = table["model_id"].to_numpy()
+        uniq = np.unique(ids)
+        names = models.set_index("model_id")["name"] if "name" in models.columns else pd.Series(dtype=str)
+        labels = [str(names.get(m, m)) for m in uniq]
+        if len(set(labels)) < len(labels):
+            labels = [f"{m}:{lab}" for m, lab in zip(uniq, labels)]
+        return Grouping(name, columns, tuple(labels), np.searchsorted(uniq, ids).astype(np.int64))
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise PlanError(
+            f"--by {name}: no column {', '.join(missing)}. Groupings are '{MODEL_GROUPING}' or columns of the "
+            f"layers/models tables: {', '.join(map(str, table.columns))} (cross them with '+')."
+        )
+    keys = [_labels_of(table[c]) for c in columns]
+    combined = keys[0] if len(keys) == 1 else pd.Series([" / ".join(t) for t in zip(*keys)], index=table.index)
+    order = _group_order(table, columns, combined)
+    lookup = {lab: i for i, lab in enumerate(order)}
+    codes = combined.map(lookup).to_numpy(np.int64)
+    return Grouping(name, columns, tuple(order), codes)
+
+
+def _labels_of(col: pd.Series) -> pd.Series:
+    out = col.astype(object).where(col.notna(), "NA")
+    return out.map(lambda v: str(v))
+
+
+def _group_order(table: pd.DataFrame, columns: tuple[str, ...], combined: pd.Series) -> list[str]:
+    """Groups sorted by their column values (numbers numerically), missing values last."""
+    frame = table[list(columns)].copy()
+    frame["_label"] = combined.to_numpy()
+    frame = frame.drop_duplicates("_label")
+    frame = frame.sort_values(list(columns), na_position="last", kind="stable")
+    return frame["_label"].tolist()
+
+
+def chunk_blocks(starts: np.ndarray, stops: np.ndarray, chunk_rows: int) -> tuple[int, ...]:
+    """Indices of the store chunks that intersect any of the row ranges ``[start, stop)``."""
+    blocks: set[int] = set()
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        if b > a:
+            blocks.update(range(a // chunk_rows, (b - 1) // chunk_rows + 1))
+    return tuple(sorted(blocks))
+
+
+def make_plan(
+    models: pd.DataFrame,
+    layers: pd.DataFrame,
+    chunk_rows: int,
+    by: list[str] | tuple[str, ...] = (),
+    scaling: str = "scaled",
+    pca_method: str = DEFAULT_PCA_METHOD,
+    weighting: str = "filters",
+    where: str | None = None,
+    fit_on: str | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    n_bins: int = N_BINS,
+    n_bins_2d: int = N_BINS_2D,
+    pairs: str = "consecutive",
+    max_groups_2d: int = 64,
+) -> AnalysisPlan:
+    """Plan an analysis of the database described by ``models`` and ``layers`` (pure)."""
+    for value, allowed, option in (
+        (scaling, SCALINGS, "--scaling"), (pca_method, PCA_METHODS, "--pca"),
+        (weighting, WEIGHTINGS, "--weighting"), (pairs, PAIR_SETS, "--pairs"),
+    ):
+        if value not in allowed:
+            raise PlanError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+    if bootstrap < 0:
+        raise PlanError("--bootstrap must be 0 (off) or a number of resamples, e.g. 1000")
+    table = layer_table(models, layers)
+    table = table[table["stop"] > table["start"]]
+    analysed = select(table, where, "--where")
+    fit = select(table, fit_on, "--fit-on") if fit_on else analysed
+    fit_table = table[fit]
+    table = table[analysed].reset_index(drop=True)
+    if table.empty:
+        raise PlanError(f"--where {where!r} selects no filters; loosen the condition." if where else "the database holds no filters; extract some first.")
+    if fit_table.empty or int((fit_table["stop"] - fit_table["start"]).sum()) < 9:
+        raise PlanError(f"--fit-on {fit_on!r} selects fewer than 9 filters; a full-rank PCA needs at least 9.")
+    max_id = int(max(layers["layer_id"].max(), 0))
+    layer_lookup = np.full(max_id + 1, -1, dtype=np.int64)
+    layer_lookup[table["layer_id"].to_numpy(np.int64)] = np.arange(len(table))
+    fit_lookup = np.zeros(max_id + 1, dtype=bool)
+    fit_lookup[fit_table["layer_id"].to_numpy(np.int64)] = True
+    used_models = models[models["model_id"].isin(table["model_id"])].sort_values("model_id").reset_index(drop=True)
+    model_codes = np.searchsorted(used_models["model_id"].to_numpy(), table["model_id"].to_numpy()).astype(np.int64)
+    names = []
+    for name in by:
+        name = name.strip()
+        if name and name not in names:
+            names.append(name)
+    groupings = tuple(make_grouping(n, table, used_models) for n in names)
+    pair_list = (
+        tuple((i, i + 1) for i in range(8)) if pairs == "consecutive" else tuple((i, j) for i in range(9) for j in range(i + 1, 9))
+    )
+    return AnalysisPlan(
+        scaling=scaling,
+        pca_method=pca_method,
+        weighting=weighting,
+        groupings=groupings,
+        layers=table,
+        models=used_models,
+        layer_lookup=layer_lookup,
+        fit_lookup=fit_lookup,
+        model_codes=model_codes,
+        blocks=chunk_blocks(table["start"].to_numpy(), table["stop"].to_numpy(), chunk_rows),
+        fit_blocks=chunk_blocks(fit_table["start"].to_numpy(), fit_table["stop"].to_numpy(), chunk_rows),
+        n_analysed=int((table["stop"] - table["start"]).sum()),
+        n_fit=int((fit_table["stop"] - fit_table["start"]).sum()),
+        where=where,
+        fit_on=fit_on,
+        n_bins=n_bins,
+        n_bins_2d=n_bins_2d,
+        pairs=pair_list,
+        max_groups_2d=max_groups_2d,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
