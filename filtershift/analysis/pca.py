@@ -8,6 +8,7 @@ the components. :func:`fit_incremental` wraps dask-ml's IncrementalPCA for compa
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,12 @@ def fit_incremental(x, scaling: str, batch_size: int, fit_on: str | None = None,
     from dask_ml.decomposition import IncrementalPCA
 
     ipca = IncrementalPCA(n_components=N_FEATURES, batch_size=batch_size)
-    ipca.fit(x)
+    with warnings.catch_warnings():
+        # dask-ml's first partial_fit computes the running variance as 0/0 for the empty "previous"
+        # batch and then overwrites it (sklearn's _incremental_mean_and_var "zeros" fix-up); the
+        # NaN never reaches the components. Only this exact warning is silenced, only here.
+        warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
+        ipca.fit(x)
     components = np.asarray(ipca.components_, dtype=np.float64)
     flipped = flip_signs(components)
     return PCAResult(
