@@ -44,6 +44,20 @@ def packaged_defaults() -> dict:
 # DASK_FILTERSHIFT__SLURM__* variables override them the usual way.
 dask.config.update_defaults(packaged_defaults())
 
+# dask-jobqueue reads `jobqueue.<config_name>.*` for every argument left None (queue, account,
+# interface, ...). Our jobs use a private section holding dask-jobqueue's *packaged* SLURM defaults,
+# so a user's `jobqueue.slurm` config cannot change what runs: SlurmSettings is the one source.
+JOBQUEUE_CONFIG_NAME = "filtershift-pinned"
+
+
+def _pin_jobqueue_defaults() -> None:
+    text = resources.files("dask_jobqueue").joinpath("jobqueue.yaml").read_text()
+    pinned = dict(yaml.safe_load(text)["jobqueue"]["slurm"])
+    dask.config.set({f"jobqueue.{JOBQUEUE_CONFIG_NAME}": pinned})
+
+
+_pin_jobqueue_defaults()
+
 
 class SlurmConfigError(ValueError):
     """A SLURM setting that cannot be used; the message names the key, the source and the fix."""
@@ -124,7 +138,7 @@ def _checked(key: str, value: Any, annotation: str, where: str) -> Any:
     expected = _TYPE_NAMES[annotation]
     if key == "walltime" and isinstance(value, int) and not isinstance(value, bool):
         raise SlurmConfigError(
-            f"{where}: walltime is the number {value}: YAML reads an unquoted 01:00:00 as a number; quote it: walltime: \"01:00:00\""
+            f"{where}: walltime is the number {value}: YAML reads an unquoted 1:00:00 as a number; quote it: walltime: \"01:00:00\""
         )
     if annotation == "str | None" and (value is None or isinstance(value, str)):
         return value
@@ -200,15 +214,33 @@ def job_kwargs(settings: SlurmSettings) -> dict[str, Any]:
         # the deprecated aliases, pinned empty so that a jobqueue config cannot re-enable them
         job_cpu=None,
         job_mem=None,
+        config_name=JOBQUEUE_CONFIG_NAME,
     )
 
 
 def job_script(settings: SlurmSettings, scheduler: str = PLACEHOLDER_SCHEDULER, worker_number: int = 0) -> str:
     """The exact script the ``worker_number``-th worker job submits, for a scheduler at ``scheduler``
     (no cluster or batch system needed; workers are named ``<job-name>-<number>``)."""
-    from dask_jobqueue.slurm import SLURMJob
-
+    SLURMJob = _import_jobqueue().slurm.SLURMJob
     return SLURMJob(scheduler, name=f"{settings.job_name}-{worker_number}", **job_kwargs(settings)).job_script()
+
+
+def _import_jobqueue():
+    """Import dask-jobqueue without its import-time SIGINT handler: ``dask_jobqueue/runner.py``
+    (0.9.0) runs ``signal.signal(SIGINT, lambda *_: sys.exit())``, which turns Ctrl-C into a silent
+    exit with status 0 in every program that imports it. Ctrl-C stays a KeyboardInterrupt here."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    import dask_jobqueue
+    import dask_jobqueue.slurm
+
+    if main:
+        current = signal.getsignal(signal.SIGINT)
+        if getattr(current, "__module__", None) == "dask_jobqueue.runner":
+            if getattr(previous, "__module__", None) == "dask_jobqueue.runner" or previous is None:
+                previous = signal.default_int_handler
+            signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
 
 
 def _cancel(job_ids: set[str]) -> None:
@@ -247,9 +279,8 @@ def slurm_cluster(cluster_settings) -> Iterator[Any]:
 
     On exit — normal, exception, Ctrl-C or SIGTERM — the cluster closes and every job it submitted
     that is still queued or running is cancelled."""
-    from dask_jobqueue import SLURMCluster
-    from dask_jobqueue.slurm import SLURMJob
-
+    jobqueue = _import_jobqueue()
+    SLURMCluster, SLURMJob = jobqueue.SLURMCluster, jobqueue.slurm.SLURMJob
     settings = resolve_slurm_settings(getattr(cluster_settings, "cluster_config", None))
     submitted: set[str] = set()
 

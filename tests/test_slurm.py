@@ -1,0 +1,388 @@
+"""``--cluster slurm``, ``cluster-script`` and ``cluster/filtershift.sbatch``.
+
+Unmarked tests check the resolved settings and the job-script string (no batch system needed, as
+dask-jobqueue's own tests do). Tests marked ``slurm`` submit real jobs to the single-node Slurm
+started by ``.ci/slurm-setup.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import dask
+import pytest
+
+from filtershift.cli import main
+from filtershift.slurm import (
+    PLACEHOLDER_SCHEDULER,
+    SlurmConfigError,
+    SlurmSettings,
+    job_script,
+    packaged_defaults,
+    resolve_slurm_settings,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, **settings) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"filtershift": {"slurm": settings}}))
+    return path
+
+
+# --- configuration, resolved once ----------------------------------------------------------------
+
+
+def test_packaged_defaults_are_the_settings_defaults(tmp_path):
+    """The packaged YAML and the dataclass agree, so either documents the defaults."""
+    settings = resolve_slurm_settings(cwd=tmp_path)
+    assert settings.sources == ("filtershift/config/slurm.yaml",)
+    packaged = packaged_defaults()["filtershift"]["slurm"]
+    assert settings.minimum_jobs == packaged["adaptive"]["minimum-jobs"] == SlurmSettings.minimum_jobs
+    assert settings.maximum_jobs == packaged["adaptive"]["maximum-jobs"] == SlurmSettings.maximum_jobs
+    assert settings == SlurmSettings(sources=settings.sources)
+
+
+def test_site_file_then_cluster_config_override(tmp_path):
+    write_config(tmp_path / "cluster" / "slurm.yaml", queue="site", cores=4, memory="8GiB")
+    own = write_config(tmp_path / "mine.yaml", queue="mine", job_extra_directives=["--qos=short"], adaptive={"maximum-jobs": 9})
+    site_only = resolve_slurm_settings(cwd=tmp_path)
+    assert (site_only.queue, site_only.cores, site_only.memory) == ("site", 4, "8GiB")
+    both = resolve_slurm_settings(own, cwd=tmp_path)
+    assert (both.queue, both.cores, both.memory) == ("mine", 4, "8GiB")
+    assert both.job_extra_directives == ("--qos=short",)  # job_extra_directives == job-extra-directives
+    assert (both.minimum_jobs, both.maximum_jobs) == (1, 9)
+    assert both.sources[1:] == (str(tmp_path / "cluster" / "slurm.yaml"), str(own))
+
+
+def test_dask_config_overrides_packaged_defaults(tmp_path):
+    with dask.config.set({"filtershift.slurm.queue": "from-dask-config"}):
+        assert resolve_slurm_settings(cwd=tmp_path).queue == "from-dask-config"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"queu": "x"}, "unknown key 'queu'"),
+        ({"cores": "two"}, "cores must be an integer"),
+        ({"job-extra-directives": "--qos=short"}, "job-extra-directives must be a list of strings"),
+        ({"walltime": 3600}, 'quote it: walltime: "01:00:00"'),
+        ({"memory": "lots"}, "memory 'lots' is not a size"),
+        ({"cores": 3, "processes": 2}, "cores (3) must be a positive multiple of processes (2)"),
+        ({"adaptive": {"minimum-jobs": 5, "maximum-jobs": 2}}, "adaptive.minimum-jobs (5) <= adaptive.maximum-jobs (2)"),
+        ({"adaptive": {"max": 2}}, "unknown key 'adaptive.max'"),
+    ],
+)
+def test_bad_settings_name_the_key_and_the_file(tmp_path, settings, message):
+    path = write_config(tmp_path / "bad.yaml", **settings)
+    with pytest.raises(SlurmConfigError) as err:
+        resolve_slurm_settings(path, cwd=tmp_path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_unquoted_walltime_in_yaml_is_caught(tmp_path):
+    path = tmp_path / "wall.yaml"
+    path.write_text("filtershift:\n  slurm:\n    walltime: 1:00:00\n")  # YAML 1.1 sexagesimal: the number 3600
+    with pytest.raises(SlurmConfigError, match="quote it"):
+        resolve_slurm_settings(path, cwd=tmp_path)
+
+
+def test_config_file_layout_errors(tmp_path):
+    with pytest.raises(SlurmConfigError, match="does not exist"):
+        resolve_slurm_settings(tmp_path / "missing.yaml", cwd=tmp_path)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("queue: x\n")
+    with pytest.raises(SlurmConfigError, match="under 'filtershift: slurm:'"):
+        resolve_slurm_settings(flat, cwd=tmp_path)
+
+
+# --- the job script, as a string -----------------------------------------------------------------
+
+
+def test_job_script_renders_every_setting(tmp_path):
+    path = write_config(
+        tmp_path / "site.yaml",
+        queue="normal",
+        account="proj-1234",
+        walltime="00:20:00",
+        job_name="fs-test",
+        job_extra_directives=["--qos=short", "--constraint=haswell"],
+        job_script_prologue=["source /opt/venv/bin/activate"],
+        cores=4,
+        processes=2,
+        memory="6GiB",
+        python="/opt/venv/bin/python",
+        local_directory="/scratch",
+        worker_extra_args=["--lifetime", "55m"],
+    )
+    script = job_script(resolve_slurm_settings(path, cwd=tmp_path), scheduler="tcp://10.0.0.1:8786", worker_number=3)
+    assert script == textwrap.dedent(
+        """\
+        #!/usr/bin/env bash
+
+        #SBATCH -J fs-test
+        #SBATCH -p normal
+        #SBATCH -A proj-1234
+        #SBATCH -n 1
+        #SBATCH --cpus-per-task=4
+        #SBATCH --mem=6G
+        #SBATCH -t 00:20:00
+        #SBATCH --qos=short
+        #SBATCH --constraint=haswell
+        source /opt/venv/bin/activate
+        /opt/venv/bin/python -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name fs-test-3 --nthreads 2 --memory-limit 3.00GiB --nworkers 2 --nanny --death-timeout 60 --local-directory /scratch --lifetime 55m
+        """
+    )
+
+
+def test_job_directives_skip_drops_generated_lines(tmp_path):
+    path = write_config(tmp_path / "s.yaml", job_directives_skip=["--mem"])
+    script = job_script(resolve_slurm_settings(path, cwd=tmp_path))
+    assert "--mem" not in script.split("/python")[0]  # the #SBATCH header, not the worker's --memory-limit
+    assert "#SBATCH --cpus-per-task=1" in script
+
+
+def test_jobqueue_config_cannot_change_the_script(tmp_path):
+    """Settings are resolved once; dask-jobqueue's own `jobqueue.slurm` config is not consulted."""
+    settings = resolve_slurm_settings(cwd=tmp_path)
+    plain = job_script(settings)
+    with dask.config.set({"jobqueue.slurm.queue": "elsewhere", "jobqueue.slurm.job-extra-directives": ["--x"], "jobqueue.slurm.job-mem": "99G"}):
+        assert job_script(settings) == plain
+    assert f"{sys.executable} -m distributed.cli.dask_worker {PLACEHOLDER_SCHEDULER}" in plain
+
+
+def test_cluster_script_command_prints_the_job_script(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path / "cluster" / "slurm.yaml", queue="site-queue")
+    own = write_config(tmp_path / "own.yaml", account="acct")
+    assert main(["cluster-script", "--cluster", "slurm", "--cluster-config", str(own)]) == 0
+    out, err = capsys.readouterr()
+    assert out == job_script(resolve_slurm_settings(own, cwd=tmp_path))
+    assert "#SBATCH -p site-queue\n#SBATCH -A acct\n" in out
+    assert "settings from" in err
+
+
+def test_cluster_script_command_reports_bad_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = write_config(tmp_path / "bad.yaml", cpus=2)
+    assert main(["cluster-script", "--cluster", "slurm", "--cluster-config", str(bad)]) == 2
+    assert "unknown key 'cpus'" in capsys.readouterr().err
+    assert main(["cluster-script"]) == 2  # --cluster local has no job script
+
+
+# --- a real Slurm ----------------------------------------------------------------------------------
+
+
+def slurm_running() -> str | None:
+    """Why the Slurm tests cannot run, or None."""
+    if shutil.which("sinfo") is None:
+        return "Slurm is not installed (no sinfo): run .ci/slurm-setup.sh as root first"
+    states = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=30)
+    if states.returncode != 0 or "idle" not in states.stdout and "mixed" not in states.stdout and "allocated" not in states.stdout:
+        return f"Slurm is not running (sinfo: {states.stdout.strip() or states.stderr.strip()}): run .ci/slurm-setup.sh as root first"
+    return None
+
+
+def needs_slurm(test):
+    reason = slurm_running() if shutil.which("sinfo") else "Slurm is not installed (no sinfo): run .ci/slurm-setup.sh as root first"
+    return pytest.mark.slurm(pytest.mark.skipif(reason is not None, reason=reason or "")(test))
+
+
+def queued(job_name: str) -> list[tuple[str, str]]:
+    """(job id, state) of the jobs with this name that are pending or running."""
+    out = subprocess.run(
+        ["squeue", "--noheader", "--name", job_name, "--states=PENDING,CONFIGURING,RUNNING,COMPLETING", "--format=%i %T"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [tuple(line.split()) for line in out.splitlines()]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def no_jobs_left(job_name: str) -> bool:
+    return not [job for job, state in queued(job_name) if state != "COMPLETING"]
+
+
+@pytest.fixture
+def slurm_config(tmp_path) -> tuple[str, Path]:
+    """A unique job name (so that other jobs on the machine don't count) and its settings file."""
+    name = f"fs-{uuid.uuid4().hex[:8]}"
+    path = write_config(tmp_path / "slurm.yaml", job_name=name, memory="1GiB", walltime="00:10:00", log_directory=str(tmp_path / "slurm-logs"))
+    return name, path
+
+
+def tiny_manifest(folder: Path) -> Path:
+    """Two tiny PyTorch checkpoints and their manifest (100 3x3 filters in all)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3)).state_dict(), folder / "a.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 8, 1)).state_dict(), folder / "b.pt")
+    (folder / "manifest.csv").write_text("path,task\na.pt,classification\nb.pt,segmentation\n")
+    return folder / "manifest.csv"
+
+
+@needs_slurm
+@pytest.mark.timeout(300)
+def test_dask_work_runs_on_slurm_jobs(slurm_config):
+    import dask.array as da
+
+    from filtershift.cluster import ClusterSettings, connect
+
+    name, config = slurm_config
+    with connect(ClusterSettings(kind="slurm", workers=2, dashboard_address=":0", cluster_config=str(config)), out=sys.stdout) as client:
+        total = da.arange(1_000_000, chunks=100_000).sum().compute()
+        assert total == 999_999 * 1_000_000 // 2
+        jobs = queued(name)
+        assert len(jobs) == 2 and all(state == "RUNNING" for _, state in jobs), jobs
+        workers = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+        assert workers == {f"{name}-0", f"{name}-1"}  # named as cluster-script renders them
+    wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to be cancelled")
+
+
+CLUSTER_THEN_WAIT = """
+import sys, time
+from filtershift.cluster import ClusterSettings, connect
+if __name__ == "__main__":
+    try:  # as filtershift.cli.main does
+        with connect(ClusterSettings(kind="slurm", workers=1, dashboard_address=":0", cluster_config=sys.argv[1])) as client:
+            client.wait_for_workers(1, timeout=120)
+            print("ready", flush=True)
+            time.sleep(600)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+@needs_slurm
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_cancels_the_slurm_jobs(slurm_config, tmp_path, sig):
+    name, config = slurm_config
+    script = tmp_path / "hold.py"
+    script.write_text(CLUSTER_THEN_WAIT)
+    with subprocess.Popen([sys.executable, str(script), str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+            assert [state for _, state in queued(name)] == ["RUNNING"]
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    wait_until(lambda: no_jobs_left(name), 30, "the worker job to be cancelled")
+
+
+def run_filtershift(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The CLI in its own process (a LocalCluster changes the parent's thread environment)."""
+    return subprocess.run([sys.executable, "-m", "filtershift", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def database_tables(db: Path):
+    import numpy as np
+    import pandas as pd
+    import zarr
+
+    group = zarr.open_group(db / "filters.zarr", mode="r")
+    layers = pd.read_parquet(db / "layers.parquet").sort_values("layer_id").reset_index(drop=True)
+    models = pd.read_parquet(db / "models.parquet").sort_values("model_id").reset_index(drop=True)
+    return np.asarray(group["filters"][:]), np.asarray(group["layer"][:]), layers, models[["model_id", "name", "sha256", "status", "n_filters"]]
+
+
+@needs_slurm
+@pytest.mark.timeout(400)
+def test_extract_on_slurm_equals_local(slurm_config, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    name, config = slurm_config
+    manifest = tiny_manifest(tmp_path / "zoo")
+    local = run_filtershift("extract", str(manifest), "--db", "local.db", "--no-progress", "--dashboard-address", ":0", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    slurm = run_filtershift(
+        "extract", str(manifest), "--db", "slurm.db", "--no-progress", "--cluster", "slurm", "--cluster-config", str(config), "--dashboard-address", ":0", cwd=tmp_path
+    )
+    assert slurm.returncode == 0, slurm.stderr
+    assert "dask dashboard: http" in slurm.stderr
+    # the workers were SLURM jobs: each wrote its log where the settings said
+    assert list((tmp_path / "slurm-logs").glob(f"{name}-*.err"))
+    wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to be cancelled")
+    for a, b in zip(database_tables(tmp_path / "local.db"), database_tables(tmp_path / "slurm.db"), strict=True):
+        if isinstance(a, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+def job_state(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job_id, "--oneliner"], capture_output=True, text=True).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+@needs_slurm
+@pytest.mark.timeout(400)
+def test_sbatch_script_runs_a_command_in_one_allocation(tmp_path):
+    manifest = tiny_manifest(tmp_path / "zoo")
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--chdir={tmp_path}",
+            "--output=run-%j.out",
+            "--time=00:10:00",
+            f"--export=ALL,FILTERSHIFT_PYTHON={sys.executable},FILTERSHIFT_DASHBOARD=:0",
+            str(REPO / "cluster" / "filtershift.sbatch"),
+            "extract",
+            str(manifest),
+            "--db",
+            "batch.db",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+    state = wait_until(lambda: (s := job_state(job_id)).get("JobState") in final and s, 300, f"job {job_id} to end", interval=0.5)
+    log = (tmp_path / f"run-{job_id}.out").read_text()
+    assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert "extracted 2 new model(s), 100 filters" in log
+    assert "filtershift extract exited with 0" in log
+    assert not list(tmp_path.glob("filtershift-scheduler-*.json"))  # cleaned up
+    filters, *_ = database_tables(tmp_path / "batch.db")
+    assert filters.shape == (100, 9)
+
+
+def test_ctrl_c_stays_a_keyboard_interrupt_after_importing_jobqueue():
+    """dask-jobqueue 0.9.0 replaces the SIGINT handler with sys.exit() at import; we undo that."""
+    from filtershift.slurm import _import_jobqueue
+
+    _import_jobqueue()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
