@@ -1,9 +1,8 @@
 """The distribution shift (DESIGN.md §2): ``D(P‖Q) = Σ_i q_i [KL(P_i‖Q_i) + KL(Q_i‖P_i)]``, natural
 log, q the explained-variance ratios. Pure numpy.
 
-The symmetric KL sum is computed as ``Σ_j (p_j - q_j)(log p_j - log q_j)``: every term is ≥ 0,
-the (a, b) and (b, a) entries are the same products in the same order, so D is exactly symmetric,
-non-negative and zero on the diagonal.
+The symmetric KL sum is computed as ``Σ_j (p_j - q_j)(log p_j - log q_j)``: every term is ≥ 0, so
+D is non-negative; the upper triangle is mirrored, so D is exactly symmetric with a zero diagonal.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ def shift_matrix(probabilities: np.ndarray, weights: np.ndarray, rows_per_step: 
         diff = p[a:b, None] - p[None]
         dlog = logp[a:b, None] - logp[None]
         d[a:b] = np.sum(diff * dlog, axis=-1) @ weights
-    np.fill_diagonal(d, 0.0)
-    return d
+    upper = np.triu(d, k=1)  # BLAS may sum (a, b) and (b, a) in another order: mirror one triangle
+    return upper + upper.T
 
 
 def upper_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
