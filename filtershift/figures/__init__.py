@@ -1,0 +1,14 @@
+"""Figures of an analysis (paper Figs. 1–17) as holoviews objects (bokeh backend).
+
+Each module holds pure functions of the small labelled results (:mod:`filtershift.analysis.results`)
+that return holoviews objects: :mod:`~filtershift.figures.pca` (components, explained variance),
+:mod:`~filtershift.figures.shift` (D heatmaps, pairwise D), :mod:`~filtershift.figures.ridge`
+(coefficient distributions), :mod:`~filtershift.figures.points` (bivariate densities, datashaded
+from the store), :mod:`~filtershift.figures.scale` (filter scale, counts, layer quality),
+:mod:`~filtershift.figures.phenotype` (automatic layer phenotypes). :mod:`~filtershift.figures.catalog`
+lists what a results folder yields; :mod:`~filtershift.figures.save` writes HTML and PNG.
+"""
+
+from filtershift.figures.catalog import Figure, build_figures, phenotypes
+
+__all__ = ["Figure", "build_figures", "phenotypes"]
