@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
+import zarr
 
 from filtershift import store
+from filtershift.chunkplan import ChunkWrite, plan_chunk_writes
 from filtershift.manifest import META_COLUMNS, Entry
 from filtershift.progress import compute, compute_each
 from filtershift.staging import STAGING_DIR, Staged, load_staged_kernels, one_line, read_staged_layers, stage_checkpoint
@@ -105,7 +106,7 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
     row_of_path = dict(zip(models["path"], models.index))
     next_model = int(models["model_id"].max()) + 1 if len(models) else 0
     next_layer = int(layers["layer_id"].max()) + 1 if len(layers) else 0
-    new_models, new_layers, blocks, layer_blocks = [], [], [], []
+    new_models, new_layers, sources, layer_runs = [], [], [], {}
     offset = start
     for entry, result in zip(entries, staged):
         previous = row_of_path.get(str(entry.path))
@@ -133,19 +134,14 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
             frame.insert(1, "model_id", model_id)
             frame["start"], frame["stop"] = stops - frame["n_filters"].to_numpy(np.int64), stops
             new_layers.append(frame[store.LAYER_COLUMNS])
-            blocks.append(da.from_delayed(dask.delayed(load_staged_kernels)(result.folder, dask_key_name=f"load-{model_id}"), (result.n_filters, 9), np.float32))
-            layer_blocks.append(da.from_delayed(dask.delayed(np.repeat)(ids, frame["n_filters"].to_numpy(), dask_key_name=f"layer-ids-{model_id}"), (result.n_filters,), np.int32))
+            sources.append((result.folder, result.n_filters))
+            layer_runs[result.folder] = (ids, frame["n_filters"].to_numpy(np.int64))
             next_layer += len(frame)
             offset = int(stops[-1])
         new_models.append(record)
-    if blocks:
-        stored = store.append_rows(group, start, da.concatenate(blocks), da.concatenate(layer_blocks), compute=False)
-        compute(stored, label="consolidate", show=show_progress)
-    elif group["filters"].shape[0] != start:
-        group["filters"].resize((start, 9))
-        group["layer"].resize((start,))
-    layers_out = pd.concat([layers, *new_layers], ignore_index=True) if new_layers else layers
-    models_out = pd.concat([models, pd.DataFrame(new_models)], ignore_index=True) if new_models else models
+    _write_rows(group, db, start, sources, layer_runs, show_progress)
+    layers_out = _concat([layers, *new_layers])
+    models_out = _concat([models, pd.DataFrame(new_models)])
     models_out = models_out.sort_values("model_id", kind="stable").reset_index(drop=True)
     models_out = models_out.astype({c: t for c, t in store.MODEL_DTYPES.items() if c in models_out.columns})
     store.write_table(layers_out.astype({c: t for c, t in store.LAYER_DTYPES.items()}), db / store.LAYERS_TABLE)
@@ -154,6 +150,44 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
         if result.status == "ok" and result.folder:
             shutil.rmtree(result.folder, ignore_errors=True)
     return sum(1 for m in new_models if m["status"] == "ok"), offset - start
+
+
+def _write_rows(group, db: Path, start: int, sources: list, layer_runs: dict, show_progress: bool) -> None:
+    """Copy staged rows into the store after row ``start``: one task per store chunk."""
+    stop = start + sum(n for _, n in sources)
+    if group["filters"].shape[0] != stop:
+        group["filters"].resize((stop, 9))
+        group["layer"].resize((stop,))
+    writes = plan_chunk_writes(sources, start, int(group["filters"].chunks[0]))
+    store_path = str(db / store.FILTERS_STORE)
+    tasks = [
+        dask.delayed(write_chunk, pure=False)(store_path, w, {p.source: layer_runs[p.source] for p in w.pieces}, dask_key_name=f"consolidate-chunk-{w.chunk}")
+        for w in writes
+    ]
+    if tasks:
+        compute(*tasks, label="consolidate", show=show_progress)
+
+
+def write_chunk(store_path: str, write: ChunkWrite, layer_runs: dict) -> int:
+    """Assemble one chunk's new rows from the staged files and write them (one task)."""
+    n = write.stop - write.start
+    filters = np.empty((n, 9), np.float32)
+    layer = np.empty(n, np.int32)
+    for piece in write.pieces:
+        lo, hi = piece.dst_start - write.start, piece.dst_start - write.start + piece.src_stop - piece.src_start
+        filters[lo:hi] = load_staged_kernels(piece.source, mmap=True)[piece.src_start:piece.src_stop]
+        ids, sizes = layer_runs[piece.source]
+        layer[lo:hi] = np.repeat(ids, sizes)[piece.src_start:piece.src_stop]
+    group = zarr.open_group(store_path, mode="r+")
+    group["filters"][write.start:write.stop] = filters
+    group["layer"][write.start:write.stop] = layer
+    return n
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate, ignoring empty frames (which would turn integer columns into floats)."""
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
 def _drop_uncommitted(models: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -55,6 +55,8 @@ def read_manifest(manifest: str | os.PathLike) -> list[Entry]:
         raw_path = record["path"]
         path = (manifest.parent / raw_path).resolve() if raw_path else manifest.parent
         name = record.get("name") or Path(raw_path).with_suffix("").as_posix()
+        if not record.get("name") and name in seen_names:
+            name = raw_path  # 'm.pt' and 'm.onnx' side by side keep their suffixes
         if name in seen_names:
             raise ManifestError(f"{manifest}: row {row} repeats the name {name!r} of row {seen_names[name]}; names must be unique.")
         seen_names[name] = row

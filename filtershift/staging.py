@@ -1,6 +1,6 @@
 """One checkpoint -> one staging folder (the per-checkpoint dask task of ``extract``).
 
-``DB/.staging/<sha256>/`` holds ``kernels.npy`` (n, 9) float32, ``layers.parquet`` (per-layer
+``DB/.staging/<sha256>/`` holds ``kernels.npy`` (n, 9) float32, ``layers.json`` (per-layer
 metadata, no ids yet) and ``summary.json``; it appears atomically (written under a temporary
 name, then renamed), so a killed task leaves nothing that looks finished. Consolidation later
 copies staged rows into the database; no task ever writes the database itself.
@@ -91,32 +91,21 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
         rows_sha256=hashlib.sha256(np.ascontiguousarray(kernels, dtype=np.float32).tobytes()).hexdigest(),
         folder=str(folder),
     )
-    _write_atomically(folder, kernels, _layers_frame(model), staged)
+    _write_atomically(folder, kernels, _layers_record(model), staged)
     return staged
 
 
-def _layers_frame(model) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "name": [l.name for l in model.layers],
-            "conv_index": [l.conv_index for l in model.layers],
-            "n_conv": [l.n_conv for l in model.layers],
-            "depth": [l.depth for l in model.layers],
-            "depth_decile": [l.depth_decile for l in model.layers],
-            "in_channels": [l.in_channels for l in model.layers],
-            "out_channels": [l.out_channels for l in model.layers],
-            "groups": [l.groups for l in model.layers],
-            "n_filters": [l.n_filters for l in model.layers],
-        }
-    )
+def _layers_record(model) -> dict:
+    fields = ("name", "conv_index", "n_conv", "depth", "depth_decile", "in_channels", "out_channels", "groups", "n_filters")
+    return {f: [getattr(layer, f) for layer in model.layers] for f in fields}
 
 
-def _write_atomically(folder: Path, kernels: np.ndarray, layers: pd.DataFrame, staged: Staged) -> None:
+def _write_atomically(folder: Path, kernels: np.ndarray, layers: dict, staged: Staged) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         np.save(tmp / "kernels.npy", kernels)
-        layers.to_parquet(tmp / "layers.parquet", index=False)
+        (tmp / "layers.json").write_text(json.dumps(layers))
         (tmp / "summary.json").write_text(staged.to_json())
         try:
             os.rename(tmp, folder)
@@ -130,11 +119,11 @@ def _write_atomically(folder: Path, kernels: np.ndarray, layers: pd.DataFrame, s
 
 
 def read_staged_layers(folder: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(folder) / "layers.parquet")
+    return pd.DataFrame(json.loads((Path(folder) / "layers.json").read_text()))
 
 
-def load_staged_kernels(folder: str) -> np.ndarray:
-    return np.load(Path(folder) / "kernels.npy", allow_pickle=False)
+def load_staged_kernels(folder: str, mmap: bool = False) -> np.ndarray:
+    return np.load(Path(folder) / "kernels.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
 
 
 __all__ = ["Staged", "stage_checkpoint", "sha256_file", "read_staged_layers", "load_staged_kernels", "STAGING_DIR"]
