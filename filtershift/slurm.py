@@ -255,7 +255,7 @@ def _cancel(job_ids: set[str]) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises_interrupt() -> Iterator[None]:
+def sigterm_raises_interrupt() -> Iterator[None]:
     """Treat SIGTERM (``kill``, ``scancel`` of the job running filtershift) like Ctrl-C, so that the
     same clean shutdown runs."""
     if threading.current_thread() is not threading.main_thread():
@@ -292,7 +292,7 @@ def slurm_cluster(cluster_settings) -> Iterator[Any]:
             if self.job_id:
                 submitted.add(str(self.job_id))
 
-    with _sigterm_raises_interrupt():
+    with sigterm_raises_interrupt():
         cluster = SLURMCluster(
             job_cls=TrackedSLURMJob,
             name=settings.job_name,  # workers are named <job-name>-<n>, as job_script() renders them

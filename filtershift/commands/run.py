@@ -1,0 +1,159 @@
+"""``filtershift run JOB.yaml``: the whole pipeline of a job spec (see :mod:`filtershift.pipeline`)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+
+from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a job spec: build the zoo or read the manifest, extract, analyze, draw figures",
+        description="Run every stage of a job spec (jobs/*.yaml) in order — zoo, extract, one analyze per analysis, "
+        "figures — skipping stages whose outputs are complete and current. The spec is checked before any work "
+        "starts. Each stage's duration and volume is appended to DB/results/pipeline.jsonl.",
+    )
+    parser.add_argument("job", help="job spec (YAML), e.g. jobs/demo.yaml; relative paths in it are relative to the working directory")
+    parser.add_argument("--dry-run", action="store_true", help="check the spec, print which stages would run or be skipped, and exit")
+    parser.add_argument("--force", action="store_true", help="run every stage, even the current ones")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_cluster_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from filtershift.jobspec import JobSpecError, load_job
+    from filtershift.pipeline import StageError, describe_plan, run_job
+    from filtershift.slurm import sigterm_raises_interrupt
+
+    try:
+        job = load_job(args.job)
+        check_groupings(job)
+        settings = settings_from_args(args)
+        if args.dry_run:
+            print(describe_plan(job))
+            return 0
+    except JobSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    label = settings.scheduler or settings.kind
+    print(job.describe(), file=sys.stderr)
+    with sigterm_raises_interrupt(), connect(settings) as client:
+        progress = None if args.no_progress else _progress_factory(client)
+        try:
+            records = run_job(job, force=args.force, show_progress=not args.no_progress and progress is None,
+                              cluster=label, progress=progress)
+        except StageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if progress is not None:
+                progress.close()
+    failed = sum(int(r.volume.get("failed", 0)) for r in records)
+    print(f"job {job.name}: {sum(r.status == 'done' for r in records)} stage(s) run, "
+          f"{sum(r.status == 'skipped' for r in records)} up to date; log: {job.db / 'results' / 'pipeline.jsonl'}")
+    if failed:
+        print(f"{failed} checkpoint(s) failed to extract (see above); the others were analysed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_groupings(job) -> None:
+    """Fail before any work when an analysis groups by a column that cannot exist (checked when
+    the manifest is already there: the given one, or a zoo built earlier)."""
+    from filtershift import store
+    from filtershift.analysis.plan import MODEL_GROUPING
+    from filtershift.jobspec import JobSpecError
+
+    manifest = job.manifest_path
+    if not manifest.is_file() or manifest.suffix.lower() != ".csv":
+        return
+    import pandas as pd
+
+    columns = set(pd.read_csv(manifest, nrows=0).columns)
+    known = columns | set(store.LAYER_COLUMNS) | set(store.MODEL_COLUMNS) | {MODEL_GROUPING}
+    known |= {f"model_{c}" for c in ("name", "n_filters", "path", "status", "error")}
+    for i, analysis in enumerate(job.analyses):
+        for by in analysis.by:
+            missing = [c.strip() for c in by.split("+") if c.strip() not in known]
+            if missing:
+                raise JobSpecError(
+                    f"{job.source}: analyses[{i}].by: no column {', '.join(missing)} in the layers or models of {manifest}; "
+                    f"use 'model' or one of: {', '.join(sorted(known - {'start', 'stop'}))} (cross them with '+')"
+                )
+
+
+# ------------------------------------------------------------------------------------------------
+# A progress bar per stage, for any distributed cluster: a scheduler plugin
+# (filtershift.pipeline.TaskCounter) counts the tasks this client submits and finishes; the
+# client polls it.
+
+
+def _counts(dask_scheduler, name: str) -> tuple[int, int]:
+    return dask_scheduler.plugins[name].snapshot()
+
+
+class _Progress:
+    """``progress(label)``: a tqdm bar of the tasks finished during the stage."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def snapshot(self) -> tuple[int, int]:
+        from filtershift.pipeline import TaskCounter
+
+        return self.client.run_on_scheduler(_counts, name=TaskCounter.name)
+
+    @contextlib.contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        from tqdm import tqdm
+
+        base_total, base_done = self.snapshot()
+        stop = threading.Event()
+        bar = tqdm(desc=label, unit="task", total=0, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+        def update():
+            try:
+                total, done = self.snapshot()
+            except Exception:  # the scheduler is going away (Ctrl-C): the bar just stops
+                return
+            bar.total, bar.n = total - base_total, done - base_done
+            bar.refresh()
+
+        def poll():
+            while not stop.wait(0.5):
+                update()
+
+        thread = threading.Thread(target=poll, name=f"progress-{label}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            update()
+            bar.close()
+
+    def close(self) -> None:
+        from filtershift.pipeline import TaskCounter
+
+        with contextlib.suppress(Exception):
+            self.client.unregister_scheduler_plugin(TaskCounter.name)
+
+
+def _progress_factory(client):
+    """Per-stage task bars, or None when the scheduler cannot load the plugin (an existing
+    scheduler without filtershift installed): then the stages show their own bars."""
+    from filtershift.pipeline import TaskCounter
+
+    try:
+        client.register_plugin(TaskCounter(client.id), name=TaskCounter.name)
+    except Exception as exc:  # any failure to install the plugin only costs the bars
+        print(f"(no per-stage task bars: {type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+    return _Progress(client)
