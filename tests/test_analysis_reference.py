@@ -134,7 +134,7 @@ def run_analysis(tmp_path, n_chunks: int, by=("task",), **plan_kwargs):
         db = write_database(tmp_path / f"db{n_chunks}", FILTERS, MODELS, LAYERS, chunk_rows=chunk_rows)
         assert db.filters().numblocks[0] == n_chunks
         plan = make_plan(db.models, db.layers, db.chunk_rows, by=list(by), **plan_kwargs)
-        analyze(db, plan, "t", log=None)
+        analyze(db, plan, "t", log=False)
     return load_results(db.path, "t"), plan
 
 

@@ -55,9 +55,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, Any] | None = None, log: TextIO | None = sys.stderr) -> res.Results:
-    """Compute the analysis ``plan`` over ``db`` and write it to ``DB/results/NAME/``."""
-    say = (lambda msg: print(msg, file=log, flush=True)) if log else (lambda msg: None)
+def analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, Any] | None = None, log: TextIO | bool = True) -> res.Results:
+    """Compute the analysis ``plan`` over ``db`` and write it to ``DB/results/NAME/``; progress goes
+    to ``log`` (True: the current stderr, False: nowhere)."""
+    stream = sys.stderr if log is True else log
+    say = (lambda msg: print(msg, file=stream, flush=True)) if stream else (lambda msg: None)
     out = res.results_path(db.path, name)
     out.mkdir(parents=True, exist_ok=True)
     (out / res.PROVENANCE_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end

@@ -61,7 +61,7 @@ def run(args) -> int:
         return 2
     name = args.name or args.scaling
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args))
+    scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
     with scope:
         results = analyze(db, plan, name, parameters=parameters)
     print(f"wrote {results.path}")

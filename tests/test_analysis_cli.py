@@ -1,0 +1,70 @@
+"""``filtershift analyze`` end to end: once on the threaded scheduler, once on a LocalCluster."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+
+from filtershift.analysis.results import ResultsError, load_results
+from filtershift.cli import main
+from filtershift.store import write_database
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    sizes = [40, 90, 30, 120, 60, 75]
+    starts = np.cumsum([0] + sizes[:-1])
+    layers = pd.DataFrame({
+        "layer_id": np.arange(6, dtype=np.int32), "model_id": np.array([0, 0, 1, 1, 2, 2], dtype=np.int32),
+        "name": ["c0", "c1"] * 3, "conv_index": [0, 1] * 3, "n_conv": [2] * 6, "depth": [0.0, 1.0] * 3,
+        "depth_decile": np.array([0, 9] * 3, dtype=np.int8), "in_channels": 1, "out_channels": sizes, "groups": 1,
+        "start": starts, "stop": starts + sizes, "n_filters": sizes,
+    })
+    models = pd.DataFrame({
+        "model_id": [0, 1, 2], "name": ["a", "b", "c"], "path": "", "format": "torch", "sha256": "",
+        "task": ["cls", "cls", "seg"], "data_type": ["natural", "medical", "natural"], "dataset": "d",
+        "family": ["resnet", "vgg", "resnet"], "n_layers": 2, "n_filters": 0, "status": "ok", "error": "",
+    })
+    filters = rng.normal(size=(sum(sizes), 9)).astype(np.float32) * rng.uniform(0.1, 1, size=(sum(sizes), 1)).astype(np.float32)
+    path = tmp_path_factory.mktemp("cli") / "db"
+    with dask.config.set(scheduler="sync"):
+        write_database(path, filters, models, layers, chunk_rows=128)
+    return path
+
+
+def test_analyze_threads(small_db, capsys):
+    assert main(["analyze", str(small_db), "--by", "task,depth_decile,model", "--threads", "--name", "thr", "--bootstrap", "10"]) == 0
+    res = load_results(small_db, "thr")
+    assert res.groupings == ("task", "depth_decile", "model")
+    assert res.shift("task").shape == (2, 2) and res.shift_ci("task") is not None
+    prov = res.provenance
+    assert prov["parameters"]["bootstrap"] == 10 and prov["database"]["n_rows"] == 415
+    assert set(prov["timing"]) >= {"read_1_moments", "read_2_range", "read_3_histograms", "total"}
+    assert prov["versions"]["numpy"] == np.__version__ and len(prov["database"]["fingerprint"]) == 64
+    pca = json.loads((res.path / "pca.json").read_text())
+    assert set(pca) >= {"mean", "components", "explained_variance", "explained_variance_ratio", "n_filters", "scaling"}
+    assert res.histograms_2d("all").counts.sum() == 415 * 8
+    with pytest.raises(ResultsError, match="Rerun"):
+        res.shift("family")
+
+
+def test_analyze_bad_input_exits_2(small_db, capsys):
+    assert main(["analyze", str(small_db), "--by", "colour", "--threads"]) == 2
+    assert "no column colour" in capsys.readouterr().err
+    with pytest.raises(ResultsError, match="filtershift analyze"):
+        load_results(small_db, "never")
+
+
+def test_analyze_local_cluster_matches_threads(small_db):
+    assert main(["analyze", str(small_db), "--by", "task", "--threads", "--name", "ref"]) == 0
+    args = ["analyze", str(small_db), "--by", "task", "--name", "lc", "--workers", "1", "--threads-per-worker", "2", "--dashboard-address", ":0"]
+    assert main(args) == 0
+    a, b = load_results(small_db, "ref"), load_results(small_db, "lc")
+    np.testing.assert_array_equal(a.pca.components, b.pca.components)
+    pd.testing.assert_frame_equal(a.shift("task"), b.shift("task"))
+    pd.testing.assert_frame_equal(a.layer_stats(), b.layer_stats())
