@@ -372,3 +372,53 @@ def test_cli_import_and_export(tmp_path, capsys):
     got, got_meta = read_like_reference(tmp_path / "out.h5")
     assert got.dtype == np.float64 and len(got_meta) == 6
     np.testing.assert_array_equal(got.astype(np.float32), filters.astype(np.float32))
+
+
+# ---------------------------------------------------------------- analyze: imported == native
+
+
+def strip_to_published(src, dst):
+    """The export of ``src`` as a published file would be: no filtershift column map, no
+    ``filtershift:*`` columns, /meta in the reference's own column names only."""
+    filters, meta = read_like_reference(src)
+    meta = meta[[c for c in meta.columns if not c.startswith("filtershift:")]]
+    write_reference(dst, filters, meta, "dataframe", dtype=None)
+
+
+def test_analyze_on_import_equals_analyze_on_native_extraction(tmp_path, tests_arch):
+    from filtershift.analysis.plan import make_plan
+    from filtershift.analysis.run import analyze
+    from filtershift.extract import plan_extraction, run_extraction
+    from filtershift.manifest import read_manifest
+
+    from tests.nets import make_model, save_all_formats
+
+    rows = []
+    for seed, (task, data_type) in enumerate([("classification", "natural"), ("Semantic Segmentation", "medical"), ("classification", "medical")]):
+        path = save_all_formats(make_model(seed), tmp_path / "zoo", f"m{seed}")["state_dict"]
+        rows.append({"path": path.name, "name": f"m{seed}", "task": task, "data_type": data_type, "dataset": "synthetic",
+                     "family": "mixed", "arch": "tests:mixed"})
+    pd.DataFrame(rows).to_csv(tmp_path / "zoo" / "manifest.csv", index=False)
+    run_extraction(plan_extraction(read_manifest(tmp_path / "zoo" / "manifest.csv"), tmp_path / "native"), chunk_rows=64, show_progress=False)
+    export_file(tmp_path / "native", tmp_path / "export.h5", float64=True, **SYNC)
+    strip_to_published(tmp_path / "export.h5", tmp_path / "published.h5")
+    import_file(tmp_path / "published.h5", tmp_path / "imported", chunk_rows=64, **SYNC)
+
+    native, imported = store.open_database(tmp_path / "native"), store.open_database(tmp_path / "imported")
+    # the published mapping reproduces the native depth deciles and (normalised) tasks
+    np.testing.assert_array_equal(imported.layers["depth_decile"], native.layers.sort_values("start")["depth_decile"])
+    assert sorted(imported.models["task"]) == ["Segmentation", "classification", "classification"]
+    native.models["task"] = normalize_task(native.models["task"]).astype("str")  # the reference's spelling rule
+    by = ["task", "data_type", "depth_decile"]
+    out = {}
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        for label, db in (("native", native), ("imported", imported)):
+            plan = make_plan(db.models, db.layers, db.chunk_rows, by=by)
+            out[label] = analyze(db, plan, "cmp", log=False)
+    a, b = out["native"], out["imported"]
+    for attr in ("mean", "components", "explained_variance_ratio"):
+        np.testing.assert_allclose(getattr(b.pca, attr), getattr(a.pca, attr), rtol=1e-6, atol=1e-9)
+    for key in by:
+        pd.testing.assert_frame_equal(b.shift(key), a.shift(key), check_exact=False, rtol=1e-6, atol=1e-9)
