@@ -21,6 +21,7 @@ import zarr
 
 from filtershift import store
 from filtershift.chunkplan import ChunkWrite, plan_chunk_writes
+from filtershift.failpoints import failpoint
 from filtershift.manifest import META_COLUMNS, Entry
 from filtershift.progress import compute, compute_each
 from filtershift.staging import STAGING_DIR, Staged, load_staged_kernels, one_line, read_staged_layers, stage_checkpoint
@@ -80,8 +81,14 @@ def task_key(entry: Entry) -> str:
 
 def run_extraction(plan: ExtractionPlan, chunk_rows: int = store.DEFAULT_CHUNK_ROWS, show_progress: bool = True) -> ExtractionReport:
     """Stage every planned checkpoint (one task each), then consolidate into the database."""
+    with store.writer_lock(plan.db):
+        return _run_locked(plan, chunk_rows, show_progress)
+
+
+def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool) -> ExtractionReport:
     started = time.perf_counter()
     staging_root = str(plan.db / STAGING_DIR)
+    clean_staging(plan.db)
     tasks = [dask.delayed(stage_checkpoint, pure=False)(entry, staging_root, dask_key_name=task_key(entry)) for entry in plan.to_stage]
     outcomes = compute_each(tasks, label="extract", show=show_progress)
     staged = [
@@ -93,6 +100,19 @@ def run_extraction(plan: ExtractionPlan, chunk_rows: int = store.DEFAULT_CHUNK_R
     rows += [(e.name, str(e.path), s.status, s.error) for e, s in zip(plan.to_stage, staged)]
     statuses = pd.DataFrame(rows, columns=["name", "path", "status", "error"])
     return ExtractionReport(statuses=statuses, n_new_models=n_models, n_new_filters=n_filters, seconds=time.perf_counter() - started)
+
+
+def clean_staging(db: Path) -> None:
+    """Remove what interrupted runs left in ``DB/.staging``: half-written folders (hidden names)
+    and folders of models already committed. Staged but uncommitted models are kept and reused."""
+    root = db / STAGING_DIR
+    if not root.is_dir():
+        return
+    models, _ = store.read_tables(db)
+    committed = set(models.loc[models["status"] == "ok", "sha256"]) if len(models) else set()
+    for folder in root.iterdir():
+        if folder.name.startswith(".") or folder.name in committed:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows: int, show_progress: bool = True) -> tuple[int, int]:
@@ -144,8 +164,11 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
     models_out = _concat([models, pd.DataFrame(new_models)])
     models_out = models_out.sort_values("model_id", kind="stable").reset_index(drop=True)
     models_out = models_out.astype({c: t for c, t in store.MODEL_DTYPES.items() if c in models_out.columns})
+    failpoint("consolidate:rows-written")
     store.write_table(layers_out.astype({c: t for c, t in store.LAYER_DTYPES.items()}), db / store.LAYERS_TABLE)
+    failpoint("consolidate:layers-written")
     store.write_table(models_out, db / store.MODELS_TABLE)  # the commit
+    failpoint("consolidate:committed")
     for result in staged:
         if result.status == "ok" and result.folder:
             shutil.rmtree(result.folder, ignore_errors=True)
@@ -180,6 +203,7 @@ def write_chunk(store_path: str, write: ChunkWrite, layer_runs: dict) -> int:
         layer[lo:hi] = np.repeat(ids, sizes)[piece.src_start:piece.src_stop]
     group = zarr.open_group(store_path, mode="r+")
     group["filters"][write.start:write.stop] = filters
+    failpoint("consolidate:chunk-written")
     group["layer"][write.start:write.stop] = layer
     return n
 
@@ -191,12 +215,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _drop_uncommitted(models: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Layers of models the models table does not hold as ``ok`` are leftovers of an
-    interrupted run (layers are written before models): drop them."""
-    if len(layers):
-        ok = set(models.loc[models["status"] == "ok", "model_id"]) if len(models) else set()
-        layers = layers[layers["model_id"].isin(ok)].reset_index(drop=True)
-    return models.reset_index(drop=True), layers
+    return models.reset_index(drop=True), store.committed_layers(models, layers)
 
 
 def _model_record(entry: Entry, result: Staged, model_id: int) -> dict:

@@ -37,6 +37,7 @@ class Entry:
     arch: str
     meta: dict = field(default_factory=dict)
     problem: str = ""
+    problem_status: str = "failed"  # a duplicate row is 'skipped': its checkpoint is extracted once
 
     @property
     def label(self) -> str:
@@ -79,7 +80,8 @@ def read_manifest(manifest: str | os.PathLike) -> list[Entry]:
         meta = {k: v for k, v in record.items() if k not in ("path", "name", "format", "arch")}
         for column in META_COLUMNS:
             meta.setdefault(column, "")
-        entries.append(Entry(row=row, name=name, path=path, format=fmt, arch=record.get("arch", ""), meta=meta, problem=problem))
+        entries.append(Entry(row=row, name=name, path=path, format=fmt, arch=record.get("arch", ""), meta=meta, problem=problem,
+                             problem_status="skipped" if problem.startswith("duplicate") else "failed"))
     return entries
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from filtershift.failpoints import failpoint
 from filtershift.kernels import model_kernels
 from filtershift.manifest import Entry
 from filtershift.readers import read_convolutions
@@ -61,7 +62,7 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
     """Read one checkpoint and stage its 3x3 kernels. Never raises for a bad checkpoint: the
     problem becomes the result's ``status`` / ``error``."""
     if entry.problem:
-        return Staged(sha256="", status="failed", error=entry.problem)
+        return Staged(sha256="", status=entry.problem_status, error=entry.problem)
     try:
         sha = sha256_file(entry.path)
     except OSError as exc:
@@ -91,7 +92,9 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
         rows_sha256=hashlib.sha256(np.ascontiguousarray(kernels, dtype=np.float32).tobytes()).hexdigest(),
         folder=str(folder),
     )
+    failpoint("stage:before-write")
     _write_atomically(folder, kernels, _layers_record(model), staged)
+    failpoint("stage:after-write")
     return staged
 
 

@@ -7,6 +7,7 @@ interrupted append), and are overwritten by the next append.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def open_database(path: str | os.PathLike) -> Database:
                 f"Create one with `filtershift extract MANIFEST --db {path}`."
             )
     models = pd.read_parquet(path / MODELS_TABLE)
-    layers = pd.read_parquet(path / LAYERS_TABLE)
+    layers = committed_layers(models, pd.read_parquet(path / LAYERS_TABLE))
     group = zarr.open_group(str(store), mode="r")
     filters = group["filters"]
     n_rows = int(layers["stop"].max()) if len(layers) else 0
@@ -96,6 +97,35 @@ def open_database(path: str | os.PathLike) -> Database:
             f"{n_rows}; the database is damaged. Run `filtershift verify {path}`, or rebuild it."
         )
     return Database(path=path, models=models, layers=layers, n_rows=n_rows, chunk_rows=int(filters.chunks[0]))
+
+
+def committed_layers(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The layers of models the models table holds as ``ok``. The models table is the commit
+    record: layers of other models are leftovers of an interrupted extraction (layers are written
+    just before models) and are not part of the database."""
+    if not len(layers):
+        return layers
+    ok = models.loc[models["status"] == "ok", "model_id"] if len(models) else []
+    keep = layers["model_id"].isin(ok)
+    return layers if keep.all() else layers[keep].reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def writer_lock(path: Path):
+    """Hold ``DB/.lock`` while writing: a second writer fails at once with a clear message. The
+    operating system releases the lock when the holder dies, so a killed run never blocks."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseError(f"{path} is being written by another filtershift process; wait for it to finish.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_table(df: pd.DataFrame, target: Path) -> None:

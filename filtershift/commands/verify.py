@@ -1,0 +1,26 @@
+"""``filtershift verify DB``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a database's invariants",
+        description="Row ranges tile the array, every layer value matches its range, counts agree between tables and "
+        "arrays, each model's rows match the checksum recorded at extraction, and results refer to the current database.",
+    )
+    parser.add_argument("db", type=Path, help="database folder")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from filtershift.verify import verify
+
+    problems = verify(args.db)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"{args.db}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
