@@ -1,6 +1,6 @@
 """PCA methods side by side on the same store: exact one-pass covariance vs dask-ml IncrementalPCA.
 
-    .venv/bin/python benchmarks/bench_pca.py [--rows 20000000] [--repeats 3] [--data /work/bench-data]
+    .venv/bin/python benchmarks/bench_pca.py [--rows 20000000] [--repeats 3] [--data /work/bench-data/analysis]
 
 Builds (once) a synthetic conv-like filter database of ``--rows`` filters under ``--data`` and fits
 the PCA (READ 1 of ``filtershift analyze``) with each method on the threaded scheduler, in a fresh
@@ -109,7 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=20_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--data", type=Path, default=Path("/work/bench-data"))
+    ap.add_argument("--data", type=Path, default=Path("/work/bench-data/analysis"))
     ap.add_argument("--methods", default="covariance,incremental")
     args = ap.parse_args()
     db_path = args.data / f"pca-{args.rows}"

@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 
 from filtershift.analysis.histograms import bin_indices
-from filtershift.analysis.pca import Moments, prepare
+from filtershift.analysis.pca import Moments, prepare, row_absmax, row_range
 from filtershift.analysis.results import PCAResult
 
 SPLIT_EVERY = 8
@@ -197,7 +197,8 @@ def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray
     if len(x) == 0:
         return _wrap(None)
     raw = np.asarray(x, dtype=np.float64)
-    c = _project(prepare(x, ctx.scaling), ctx.mean, ctx.components)
+    absmax = row_absmax(raw)
+    c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
     lo = int(pos.min())
     starts, seg = _segments(pos)
     seg = seg - lo
@@ -207,7 +208,7 @@ def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray
         {
             "n": _seg_sum(np.ones(len(raw), dtype=np.int64), starts, seg, nl),
             "sums": _seg_sum(raw, starts, seg, nl),
-            "max_abs": _seg_max(np.abs(raw).max(axis=1), starts, seg, nl),
+            "max_abs": _seg_max(absmax, starts, seg, nl),
         },
         {"n": "sum", "sums": "sum", "max_abs": "max"},
     )
@@ -219,7 +220,8 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
     if len(x) == 0:
         return _wrap(None)
     raw = np.asarray(x, dtype=np.float64)
-    c = _project(prepare(x, ctx.scaling), ctx.mean, ctx.components)
+    absmax = row_absmax(raw)
+    c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
     # Clip to the range READ 2 found (a no-op unless the projection differs in the last bit).
     np.clip(c, ctx.edges[0], ctx.edges[-1], out=c)
     n_bins = len(ctx.edges) - 1
@@ -232,9 +234,8 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
 
     starts, seg = _segments(pos)
     seg = seg - lo
-    filter_range = raw.max(axis=1) - raw.min(axis=1)
-    threshold = 0.01 * ctx.max_abs[pos]
-    sparse = (np.abs(raw) < threshold[:, None]).all(axis=1)
+    filter_range = row_range(raw)
+    sparse = absmax < 0.01 * ctx.max_abs[pos]  # all 9 |w| below the threshold <=> their max is
     d = raw - ctx.layer_mean[pos]
     layers = LayerArrays(
         lo,

@@ -18,17 +18,35 @@ from filtershift.analysis.results import PCAResult
 N_FEATURES = 9
 
 
-def scale_filters(x: np.ndarray) -> np.ndarray:
+def row_absmax(x: np.ndarray) -> np.ndarray:
+    """max |w| of every row, as a loop over the 9 columns (numpy reductions over a 9-long last
+    axis are several times slower than 9 vectorised column operations)."""
+    out = np.abs(x[:, 0])
+    for k in range(1, x.shape[1]):
+        np.maximum(out, np.abs(x[:, k]), out=out)
+    return out
+
+
+def row_range(x: np.ndarray) -> np.ndarray:
+    """max - min of every row (column loop, see :func:`row_absmax`)."""
+    hi, lo = x[:, 0].copy(), x[:, 0].copy()
+    for k in range(1, x.shape[1]):
+        np.maximum(hi, x[:, k], out=hi)
+        np.minimum(lo, x[:, k], out=lo)
+    return hi - lo
+
+
+def scale_filters(x: np.ndarray, absmax: np.ndarray | None = None) -> np.ndarray:
     """Each row divided by its own max |w| (float64); all-zero rows stay zero (divided by 1)."""
     x = np.asarray(x, dtype=np.float64)
-    m = np.abs(x).max(axis=1)
+    m = (row_absmax(x) if absmax is None else np.asarray(absmax, dtype=np.float64)).copy()
     m[m == 0] = 1.0
     return x / m[:, None]
 
 
-def prepare(x: np.ndarray, scaling: str) -> np.ndarray:
+def prepare(x: np.ndarray, scaling: str, absmax: np.ndarray | None = None) -> np.ndarray:
     """The analysed form of raw float32 filters: float64, scaled per filter unless ``raw``."""
-    return scale_filters(x) if scaling == "scaled" else np.asarray(x, dtype=np.float64)
+    return scale_filters(x, absmax) if scaling == "scaled" else np.asarray(x, dtype=np.float64)
 
 
 @dataclass(frozen=True, eq=False)
