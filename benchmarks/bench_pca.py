@@ -93,7 +93,9 @@ def _one_run(db_path: str, method: str) -> None:
 
     db = open_database(db_path)
     plan = make_plan(db.models, db.layers, db.chunk_rows, pca_method=method)
-    with dask.config.set(scheduler="threads"):
+    from threadpoolctl import threadpool_limits
+
+    with dask.config.set(scheduler="threads"), threadpool_limits(1):  # as filtershift analyze runs it
         t = time.perf_counter()
         if method == "covariance":
             pca = pca_from_moments(moments_pass(db.filters(), db.layer_ids(), plan.fit_blocks, plan.fit_lookup, "scaled"), "scaled")
