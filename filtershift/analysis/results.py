@@ -13,9 +13,11 @@ Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``
                              fit_on (expression or null), n_analysed (filters analysed).
     bins.json                the 1-D coefficient bins shared by everything: edges [71] (70 uniform
                              bins over [min, max] of all coefficients of the analysed filters),
-                             min, max, n_bins; and the 2-D bins: edges_2d [n_bins_2d + 1] (uniform
-                             over the same [min, max]), n_bins_2d, pairs [[i, j], ...] (component
-                             pairs of the 2-D histograms, 0-based).
+                             min, max, n_bins; and the 2-D bins: edges_2d [9][n_bins_2d + 1] — per
+                             component k uniform over [min, max] of c_k (so each axis of a phenotype
+                             plot uses its own range), n_bins_2d, pairs [[i, j], ...] (component
+                             pairs of the 2-D histograms, 0-based; default the 8 consecutive pairs
+                             (0,1), (1,2), ..., (7,8); ``--pairs all``: all 36).
     layer_histograms.npz     layer_id (L,) int64; counts (L, 9, 70) int64 — coefficient counts of
                              every analysed layer, component, bin. Every group histogram is a sum
                              of these (so weighting and bootstrap need no new pass).
@@ -34,8 +36,8 @@ Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``
                              within each group).
     counts_<by>.csv          group, n_models, n_layers, n_filters (paper Figs. 10-11).
     hist2d_<by>.npz          labels (G,) str; pairs (P, 2) int64; counts (G, P, B2, B2) int64 —
-                             joint counts of component pair (i, j): axis 2 bins c_i, axis 3 bins
-                             c_j over edges_2d; edges (B2 + 1,). ``hist2d_all.npz`` holds the one
+                             joint counts of component pair (i, j): axis 2 bins c_i over
+                             edges[i], axis 3 bins c_j over edges[j]; edges (9, B2 + 1). ``hist2d_all.npz`` holds the one
                              group "all" (every analysed filter). Only written for groupings with
                              at most ``max_groups_2d`` groups (see provenance) — not for ``model``
                              on a large DB.
@@ -161,7 +163,8 @@ class PCAResult:
 
 @dataclass(frozen=True)
 class Bins:
-    """The shared bins: 1-D ``edges`` (n_bins + 1) and the 2-D ``edges_2d`` with its ``pairs``."""
+    """The shared bins: 1-D ``edges`` (n_bins + 1) and the per-component 2-D ``edges_2d``
+    (9, n_bins_2d + 1) with the component ``pairs``."""
 
     edges: np.ndarray
     edges_2d: np.ndarray
@@ -206,7 +209,8 @@ class GroupHistograms:
 
 @dataclass(frozen=True)
 class GroupHistograms2D:
-    """Joint histograms of component pairs: ``counts`` is (G, P, B2, B2); axis 2 bins c_i."""
+    """Joint histograms of component pairs: ``counts`` is (G, P, B2, B2); for pair ``(i, j)`` axis 2
+    bins c_i over ``edges[i]`` and axis 3 bins c_j over ``edges[j]`` (``edges`` is (9, B2 + 1))."""
 
     by: str
     labels: tuple[str, ...]
