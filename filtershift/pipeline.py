@@ -292,13 +292,14 @@ def run_job(
     force: bool = False,
     show_progress: bool = True,
     cluster: str = "",
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     progress: Callable[[str], Any] | None = None,
 ) -> list[StageRecord]:
     """Run the stages of ``job`` in order on the current dask client, skipping current ones
     (unless ``force``). ``progress(label)`` returns a context manager shown around each running
-    stage (a progress bar). Returns one record per stage; each is also appended to
+    stage (a progress bar); ``show_progress`` is passed to the stages (their own bars). Returns one record per stage; each is also appended to
     ``DB/results/pipeline.jsonl``. A KeyboardInterrupt is recorded and re-raised."""
+    out = out or sys.stderr
     records = []
     all_stages = stages(job)
     for i, stage in enumerate(all_stages, start=1):
@@ -325,7 +326,7 @@ def run_job(
                   "analyze": lambda: run_analyze(job, stage.analysis, show_progress),
                   "figures": lambda: run_figures(job, stage.analysis, show_progress)}[stage.kind]
         try:
-            with _maybe(progress, stage.key if show_progress else None):
+            with _maybe(progress, stage.key):
                 volume = runner()
         except KeyboardInterrupt:
             record("interrupted", "Ctrl-C or SIGTERM")
@@ -365,18 +366,20 @@ class TaskCounter(SchedulerPlugin):
     def __init__(self, client_id: str):
         self.client_id = client_id
         self.keys: set = set()
+        self.added = 0  # a key computed again (same token, a later stage) counts again
         self.done = 0
 
     def update_graph(self, scheduler, *, client=None, tasks=(), **kwargs):
         if client == self.client_id:
             self.keys.update(tasks)
+            self.added += len(tasks)
 
     def transition(self, key, start, finish, *args, **kwargs):
         if start == "processing" and finish in ("memory", "erred") and key in self.keys:
             self.done += 1
 
     def snapshot(self) -> tuple[int, int]:
-        return len(self.keys), self.done
+        return self.added, self.done
 
 
 def read_log(db: str | os.PathLike) -> Iterator[dict[str, Any]]:
