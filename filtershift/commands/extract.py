@@ -36,6 +36,10 @@ def run(args) -> int:
     plan = plan_extraction(entries, args.db)
     print(plan.describe(), file=sys.stderr)
     if not plan.to_stage:
+        from filtershift.extract import clean_staging
+
+        with store.writer_lock(args.db):
+            clean_staging(args.db)  # leftovers of a run killed after its commit
         print(f"database {args.db} is up to date", file=sys.stderr)
         return 0
     with connect(settings_from_args(args)):
