@@ -1,0 +1,98 @@
+"""verify passes after every successful run over random manifests, and fails after each kind of
+deliberate corruption."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from filtershift import store
+from filtershift.extract import plan_extraction, run_extraction
+from filtershift.manifest import read_manifest
+from filtershift.verify import verify
+
+from tests.nets import make_model, save_all_formats
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("pool")
+    rows = []
+    for seed in range(3):
+        for kind, path in save_all_formats(make_model(seed), folder, f"m{seed}").items():
+            if kind != "safetensors":
+                rows.append({"path": str(path), "name": f"m{seed}-{kind}", "task": ["cls", "seg"][seed % 2], "data_type": "natural"})
+    return rows
+
+
+def corruptions(db: Path) -> dict:
+    """name -> function that damages a copy of the database in one way."""
+
+    def flip_filter(d):
+        arr = zarr.open_group(str(d / store.FILTERS_STORE), mode="r+")["filters"]
+        arr[3, 4] = arr[3, 4] + 1.0
+
+    def wrong_layer_id(d):
+        arr = zarr.open_group(str(d / store.FILTERS_STORE), mode="r+")["layer"]
+        arr[5] = arr[5] + 1
+
+    def gap_in_ranges(d):
+        layers = pd.read_parquet(d / store.LAYERS_TABLE)
+        layers.loc[1, "start"] += 1
+        layers.loc[1, "n_filters"] -= 1
+        store.write_table(layers, d / store.LAYERS_TABLE)
+
+    def count_disagrees(d):
+        models = pd.read_parquet(d / store.MODELS_TABLE)
+        models.loc[models["status"] == "ok", "n_filters"] += 1
+        store.write_table(models, d / store.MODELS_TABLE)
+
+    def truncated_array(d):
+        group = zarr.open_group(str(d / store.FILTERS_STORE), mode="r+")
+        n = group["filters"].shape[0]
+        group["filters"].resize((n - 2, 9))
+
+    return {f.__name__: f for f in (flip_filter, wrong_layer_id, gap_in_ranges, count_disagrees, truncated_array)}
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_verify_passes_after_runs_and_catches_every_corruption(pool, tmp_path_factory, data):
+    work = tmp_path_factory.mktemp("verify")
+    chosen = data.draw(st.lists(st.sampled_from(range(len(pool))), min_size=1, max_size=len(pool), unique=True))
+    split = data.draw(st.integers(1, len(chosen)))
+    chunk_rows = data.draw(st.sampled_from([16, 50, 256]))
+    db = work / "db"
+    for part in (chosen[:split], chosen):  # a first run, then an append
+        manifest = work / "manifest.csv"
+        pd.DataFrame([pool[i] for i in part]).to_csv(manifest, index=False)
+        run_extraction(plan_extraction(read_manifest(manifest), db), chunk_rows=chunk_rows, show_progress=False)
+        assert verify(db) == []
+    for name, damage in corruptions(db).items():
+        copy = work / f"db-{name}"
+        shutil.copytree(db, copy)
+        damage(copy)
+        assert verify(copy), f"verify missed: {name}"
+
+
+def test_stale_results_are_reported(pool, tmp_path):
+    from filtershift.analysis.run import fingerprint
+
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(pool[:2]).to_csv(manifest, index=False)
+    db = tmp_path / "db"
+    run_extraction(plan_extraction(read_manifest(manifest), db), show_progress=False)
+    results = db / store.RESULTS_DIR / "demo"
+    results.mkdir(parents=True)
+    (results / "provenance.json").write_text('{"database": {"fingerprint": "%s"}}' % fingerprint(store.open_database(db)))
+    assert verify(db) == []
+    pd.DataFrame(pool[:3]).to_csv(manifest, index=False)
+    run_extraction(plan_extraction(read_manifest(manifest), db), show_progress=False)
+    (problem,) = verify(db)
+    assert "results 'demo'" in problem and "rerun `filtershift analyze" in problem
