@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import holoviews as hv
@@ -43,6 +44,13 @@ def parameters_html(results: Results) -> str:
     return "\n".join(parts)
 
 
+def inline_resources() -> str:
+    """BokehJS (and the extensions holoviews registered) inlined; ``<script src=...>`` tags that
+    point at a server's ``static/`` folder (panel's es-module-shims, only for panel's ESM widgets,
+    which no figure uses) are dropped so the page needs no server and no network."""
+    return "\n".join(line for line in INLINE.render().splitlines() if not re.match(r'\s*<script src="static/', line))
+
+
 def render_report(results: Results, figures, title: str | None = None) -> str:
     """The whole page as one HTML string (pure: no files written)."""
     title = title or f"filtershift report: {results.path.parent.parent.name} / {results.path.name}"
@@ -58,7 +66,7 @@ def render_report(results: Results, figures, title: str | None = None) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style>
-{INLINE.render()}
+{inline_resources()}
 {script}
 </head><body>
 <h1>{html.escape(title)}</h1>
