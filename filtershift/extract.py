@@ -91,6 +91,9 @@ def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool) -> E
     clean_staging(plan.db)
     tasks = [dask.delayed(stage_checkpoint, pure=False)(entry, staging_root, dask_key_name=task_key(entry)) for entry in plan.to_stage]
     outcomes = compute_each(tasks, label="extract", show=show_progress)
+    for _, error in outcomes:
+        if store.is_storage_error(error):  # the target, not the checkpoint, is at fault: stop
+            raise error
     staged = [
         result if error is None else Staged(sha256="", status="failed", error=f"task failed: {type(error).__name__}: {one_line(error)}")
         for result, error in outcomes

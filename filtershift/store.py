@@ -8,6 +8,7 @@ interrupted append), and are overwritten by the next append.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from dataclasses import dataclass
@@ -97,6 +98,21 @@ def open_database(path: str | os.PathLike) -> Database:
             f"{n_rows}; the database is damaged. Run `filtershift verify {path}`, or rebuild it."
         )
     return Database(path=path, models=models, layers=layers, n_rows=n_rows, chunk_rows=int(filters.chunks[0]))
+
+
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM)
+
+
+def is_storage_error(exc: BaseException | None) -> bool:
+    """A write failure of the database's file system (full, read-only, no permission)."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def storage_error_message(path: Path, exc: OSError) -> str:
+    return (
+        f"cannot write to {path}: {exc.strerror or exc} ({getattr(exc, 'filename', '') or path}). "
+        "Nothing already stored was changed. Free space or choose a writable --db, then rerun: finished work is kept."
+    )
 
 
 def committed_layers(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:

@@ -33,17 +33,26 @@ def run(args) -> int:
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    plan = plan_extraction(entries, args.db)
-    print(plan.describe(), file=sys.stderr)
-    if not plan.to_stage:
-        from filtershift.extract import clean_staging
+    try:
+        plan = plan_extraction(entries, args.db)
+        print(plan.describe(), file=sys.stderr)
+        if not plan.to_stage:
+            from filtershift.extract import clean_staging
 
-        with store.writer_lock(args.db):
-            clean_staging(args.db)  # leftovers of a run killed after its commit
-        print(f"database {args.db} is up to date", file=sys.stderr)
-        return 0
-    with connect(settings_from_args(args)):
-        report = run_extraction(plan, chunk_rows=args.chunk_rows, show_progress=not args.no_progress)
+            with store.writer_lock(args.db):
+                clean_staging(args.db)  # leftovers of a run killed after its commit
+            print(f"database {args.db} is up to date", file=sys.stderr)
+            return 0
+        with connect(settings_from_args(args)):
+            report = run_extraction(plan, chunk_rows=args.chunk_rows, show_progress=not args.no_progress)
+    except OSError as exc:
+        if not store.is_storage_error(exc):
+            raise
+        print(f"error: {store.storage_error_message(args.db, exc)}", file=sys.stderr)
+        return 3
+    except store.DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     counts = report.statuses["status"].value_counts().to_dict()
     print(
         f"extracted {report.n_new_models} new model(s), {report.n_new_filters:,} filters in {report.seconds:.1f} s "
