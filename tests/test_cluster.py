@@ -83,25 +83,57 @@ def running_cluster(tmp_path) -> Iterator[tuple[Path, subprocess.Popen, subproce
             log.close()
 
 
+def task_prefixes(scheduler_file: Path) -> list[str]:
+    """The keys in the scheduler's task stream, as prefixes (what the dashboard groups them by)."""
+    code = (
+        "import json, sys\nfrom distributed import Client\n"
+        "with Client(scheduler_file=sys.argv[1], timeout='20s') as c:\n"
+        "    stream = c.get_task_stream(start=0)\n"
+        "    print(json.dumps(sorted({r['key'] if isinstance(r['key'], str) else r['key'][0] for r in stream})))\n"
+    )
+    import json
+
+    out = subprocess.run([sys.executable, "-c", code, str(scheduler_file)], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout)
+
+
+def write_job(folder: Path, manifest: Path) -> Path:
+    job = folder / "job.yaml"
+    job.write_text(
+        f"name: attach\nmanifest: {manifest}\ndb: {folder / 'job.db'}\n"
+        "analyses:\n  - {name: scaled, scaling: scaled, by: [task, depth_decile]}\n"
+    )
+    return job
+
+
 @pytest.mark.timeout(300)
 def test_attach_to_an_existing_scheduler_and_leave_it_running(running_cluster, tmp_path):
     scheduler_file, scheduler, worker = running_cluster
     before = scheduler_info(scheduler_file)
+    assert task_prefixes(scheduler_file) == []  # asking once starts the scheduler's task-stream record (as the dashboard does)
     manifest = tiny_manifest(tmp_path / "zoo")
-    # absolute paths: the workers of an existing cluster run in their own working directory
-    for target, db in ((str(scheduler_file), tmp_path / "by-file.db"), (before["address"], tmp_path / "by-address.db")):
-        run = subprocess.run(
-            [sys.executable, "-m", "filtershift", "extract", str(manifest), "--db", str(db), "--no-progress", "--scheduler", target],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+    job = write_job(tmp_path, manifest)
+    commands = [
+        ["run", str(job), "--scheduler", str(scheduler_file)],  # a whole job, on the scheduler file
+        ["extract", str(manifest), "--db", str(tmp_path / "by-address.db"), "--scheduler", before["address"]],
+    ]
+    for command in commands:
+        run = subprocess.run([sys.executable, "-m", "filtershift", *command, "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert run.returncode == 0, run.stderr
-        assert "extracted 2 new model(s), 100 filters" in run.stdout
+        assert "dask dashboard: http" in run.stderr
         # nothing was started or stopped: the same scheduler and the same worker are still there
         assert scheduler.poll() is None and worker.poll() is None
         assert scheduler_info(scheduler_file) == before
+    assert (tmp_path / "job.db" / "results" / "scaled" / "provenance.json").is_file()
+    assert "extracted 2 new model(s), 100 filters" in run.stdout
+
+    # the task stream reads as the pipeline: one task per checkpoint, chunk writes, the three reads
+    keys = task_prefixes(scheduler_file)
+    for prefix in ("extract-", "consolidate-chunk-"):
+        assert any(k.startswith(prefix) for k in keys), (prefix, keys)
+    for read in ("moments_block", "range_block", "histogram_block"):  # fused: chunk-combine-aggregate-<read>-finalize-...
+        assert any(read in k for k in keys), (read, keys)
+    assert {k for k in keys if k.startswith("extract-")} >= {"extract-a-1", "extract-b-2"}
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -110,11 +142,11 @@ def fetch(url: str) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(300)
-def test_dashboard_answers_while_a_command_runs(tmp_path):
-    manifest = tiny_manifest(tmp_path / "zoo")
+def test_dashboard_answers_while_a_job_runs(tmp_path):
+    job = write_job(tmp_path, tiny_manifest(tmp_path / "zoo"))
     port = free_port()
     with subprocess.Popen(
-        [sys.executable, "-m", "filtershift", "extract", str(manifest), "--db", "t.db", "--no-progress", "--workers", "1", "--dashboard-address", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "filtershift", "run", str(job), "--no-progress", "--workers", "1", "--dashboard-address", f"127.0.0.1:{port}"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -133,7 +165,7 @@ def test_dashboard_answers_while_a_command_runs(tmp_path):
             assert status == 200 and "<html" in page.lower()
             status, page = fetch(f"{base}/info/main/workers.html")
             assert status == 200 and "Worker" in page
-            assert proc.poll() is None, "the command ended before the dashboard was asked"
+            assert proc.poll() is None, "the job ended before the dashboard was asked"
             out, err = proc.communicate(timeout=240)
         finally:
             if proc.poll() is None:

@@ -7,6 +7,7 @@ started by ``.ci/slurm-setup.sh``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -386,3 +387,64 @@ def test_ctrl_c_stays_a_keyboard_interrupt_after_importing_jobqueue():
 
     _import_jobqueue()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@needs_slurm
+@pytest.mark.timeout(900)
+def test_demo_job_on_slurm_equals_local(slurm_config, tmp_path):
+    """The demo job (tiny zoo -> extract -> analyze) with --cluster slurm: workers arrive as SLURM
+    jobs visible in squeue, and the zoo, database and results equal those of a local run."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    name, config = slurm_config
+    write_config(config, job_name=name, memory="2GiB", walltime="00:15:00", log_directory=str(tmp_path / "slurm-logs"),
+                 adaptive={"minimum-jobs": 1, "maximum-jobs": 2})
+    demo = yaml.safe_load((REPO / "jobs" / "demo.yaml").read_text())
+    for where in ("local", "slurm"):
+        job = dict(demo, name=f"demo-{where}", zoo=dict(demo["zoo"], dir=f"{where}/zoo", size="tiny"), db=f"{where}/demo.db")
+        job.pop("figures")
+        (tmp_path / f"{where}.yaml").write_text(yaml.safe_dump(job))
+
+    local = run_filtershift("run", "local.yaml", "--workers", "2", "--no-progress", "--dashboard-address", ":0", cwd=tmp_path, timeout=600)
+    assert local.returncode == 0, local.stderr
+
+    seen: set[str] = set()
+    with subprocess.Popen(
+        [sys.executable, "-m", "filtershift", "run", "slurm.yaml", "--cluster", "slurm", "--cluster-config", str(config),
+         "--no-progress", "--dashboard-address", ":0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        try:
+            while proc.poll() is None:  # watch the worker jobs come and go
+                seen.update(job for job, state in queued(name) if state == "RUNNING")
+                time.sleep(1)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert seen, "no worker job was ever RUNNING in squeue"
+    wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to be cancelled")
+
+    log = [json.loads(line) for line in (tmp_path / "slurm" / "demo.db" / "results" / "pipeline.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["status"], r["cluster"]) for r in log] == [
+        ("zoo", "done", "slurm"), ("extract", "done", "slurm"),
+        ("analyze:scaled", "done", "slurm"), ("analyze:raw", "done", "slurm"), ("analyze:natural-first-decile", "done", "slurm"),
+    ]
+    for a, b in zip(database_tables(tmp_path / "local" / "demo.db"), database_tables(tmp_path / "slurm" / "demo.db"), strict=True):
+        if isinstance(a, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b)  # the models' sha256: the zoo trained identically
+        else:
+            np.testing.assert_array_equal(a, b)
+    for analysis in ("scaled", "raw", "natural-first-decile"):
+        results = {where: tmp_path / where / "demo.db" / "results" / analysis for where in ("local", "slurm")}
+        pcas = {where: json.loads((path / "pca.json").read_text()) for where, path in results.items()}
+        for key in ("mean", "components", "explained_variance_ratio", "n_filters"):
+            np.testing.assert_allclose(pcas["local"][key], pcas["slurm"][key], rtol=1e-10)
+        shifts = sorted(p.name for p in results["local"].glob("shift_*.csv"))
+        assert shifts and shifts == sorted(p.name for p in results["slurm"].glob("shift_*.csv"))
+        for shift in shifts:
+            pd.testing.assert_frame_equal(pd.read_csv(results["local"] / shift), pd.read_csv(results["slurm"] / shift), rtol=1e-10)
