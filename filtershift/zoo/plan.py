@@ -63,7 +63,7 @@ class Profile:
     classifiers: tuple[tuple[str, int, int], ...]
     dense: tuple[tuple[str, int, int], ...]
     wide: tuple[tuple[str, int, int], ...] = ()
-    oversized: tuple[int, int, int] = (48, 32, 100)  # (width, n_train, steps) of a 9-layer VGG
+    oversized: tuple[int, int, int] = (32, 32, 100)  # (width, n_train, steps) of a 9-layer VGG
     data_types: tuple[str, ...] = tuple(TASKS_BY_DATA_TYPE)
 
 
@@ -73,7 +73,7 @@ PROFILES = {
         image=16, n_train=128, steps=30,
         classifiers=(("vgg", 4, 2), ("resnet", 4, 1), ("mobilenet", 4, 1)),
         dense=tuple((f, 4, 1) for f in _DENSE),
-        oversized=(24, 16, 30), data_types=("natural", "medical", "formula"),
+        oversized=(16, 16, 30), data_types=("natural", "medical"),
     ),
     "small": Profile(
         image=16, n_train=512, steps=200,
@@ -88,7 +88,7 @@ PROFILES = {
                ("dcgan", 8, 2), ("dcgan", 16, 1)),
         wide=(("vgg", 128, 40), ("resnet", 128, 40), ("vgg", 192, 25), ("resnet", 192, 25), ("vgg", 256, 20),
               ("resnet", 256, 20)),
-        oversized=(128, 32, 200),
+        oversized=(64, 32, 100),
     ),
 }
 
@@ -130,7 +130,10 @@ def plan_zoo(size: str = "small", seed: int = 0) -> tuple[ModelSpec, ...]:
         data_type = p.data_types[i % len(p.data_types)]
         add(family, data_type, width, 0, steps=steps, batch=16, note=f"wide: trained {steps} steps only")
     width, n_train, steps = p.oversized
-    add("vgg", p.data_types[0], width, 9, blocks=3, n_train=n_train, steps=steps, batch=16, weight_decay=5e-2,
+    # SGD with strong weight decay on a handful of images: most layers collapse to a few sparse,
+    # low-entropy filters (the "degenerated layers" of over-parameterised models)
+    add("vgg", p.data_types[0], width, 9, blocks=3, n_train=n_train, steps=steps, batch=16, optimizer="sgd", lr=0.1,
+        weight_decay=0.1,
         note=f"over-sized: width {width}, 9 conv layers, on {n_train} images")
     return tuple(
         replace(s, format=FORMATS[i % len(FORMATS)], fp16_copy=(i % 4 == 2)) for i, s in enumerate(specs)
