@@ -405,14 +405,14 @@ def test_demo_job_on_slurm_equals_local(slurm_config, tmp_path):
     for where in ("local", "slurm"):
         job = dict(demo, name=f"demo-{where}", zoo=dict(demo["zoo"], dir=f"{where}/zoo", size="tiny"), db=f"{where}/demo.db")
         job.pop("figures")
-        (tmp_path / f"{where}.yaml").write_text(yaml.safe_dump(job))
+        (tmp_path / f"job-{where}.yaml").write_text(yaml.safe_dump(job))
 
-    local = run_filtershift("run", "local.yaml", "--workers", "2", "--no-progress", "--dashboard-address", ":0", cwd=tmp_path, timeout=600)
+    local = run_filtershift("run", "job-local.yaml", "--workers", "2", "--no-progress", "--dashboard-address", ":0", cwd=tmp_path, timeout=600)
     assert local.returncode == 0, local.stderr
 
     seen: set[str] = set()
     with subprocess.Popen(
-        [sys.executable, "-m", "filtershift", "run", "slurm.yaml", "--cluster", "slurm", "--cluster-config", str(config),
+        [sys.executable, "-m", "filtershift", "run", "job-slurm.yaml", "--cluster", "slurm", "--cluster-config", str(config),
          "--no-progress", "--dashboard-address", ":0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as proc:

@@ -35,6 +35,13 @@ def run(args) -> int:
         job = load_job(args.job)
         check_groupings(job)
         settings = settings_from_args(args)
+        if settings.kind == "slurm" and not settings.scheduler:
+            from filtershift.slurm import SlurmConfigError, resolve_slurm_settings
+
+            try:
+                resolve_slurm_settings(settings.cluster_config)  # bad SLURM settings fail before any work too
+            except SlurmConfigError as exc:
+                raise JobSpecError(str(exc)) from None
         if args.dry_run:
             print(describe_plan(job))
             return 0
