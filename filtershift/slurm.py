@@ -50,13 +50,11 @@ dask.config.update_defaults(packaged_defaults())
 JOBQUEUE_CONFIG_NAME = "filtershift-pinned"
 
 
-def _pin_jobqueue_defaults() -> None:
-    text = resources.files("dask_jobqueue").joinpath("jobqueue.yaml").read_text()
+def _pin_jobqueue_defaults(jobqueue) -> None:
+    """Copy dask-jobqueue's packaged SLURM defaults into our private section (on first import)."""
+    text = (Path(jobqueue.__file__).parent / "jobqueue.yaml").read_text()
     pinned = dict(yaml.safe_load(text)["jobqueue"]["slurm"])
     dask.config.set({f"jobqueue.{JOBQUEUE_CONFIG_NAME}": pinned})
-
-
-_pin_jobqueue_defaults()
 
 
 class SlurmConfigError(ValueError):
@@ -233,6 +231,9 @@ def _import_jobqueue():
     previous = signal.getsignal(signal.SIGINT) if main else None
     import dask_jobqueue
     import dask_jobqueue.slurm
+
+    if dask.config.get(f"jobqueue.{JOBQUEUE_CONFIG_NAME}", None) is None:
+        _pin_jobqueue_defaults(dask_jobqueue)
 
     if main:
         current = signal.getsignal(signal.SIGINT)

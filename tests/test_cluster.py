@@ -172,3 +172,35 @@ def test_dashboard_answers_while_a_job_runs(tmp_path):
                 proc.kill()
                 proc.wait()
     assert proc.returncode == 0, "".join(seen) + err
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_stops_a_job_cleanly(tmp_path):
+    """Ctrl-C while the zoo trains: exit 130 without a traceback, the stage logged as interrupted,
+    the zoo not marked complete (a rerun builds it), the local cluster's workers gone."""
+    import json
+    import signal
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: stop\nzoo: {{dir: {tmp_path / 'zoo'}, size: tiny}}\ndb: {tmp_path / 'stop.db'}\n")
+    with subprocess.Popen(
+        [sys.executable, "-m", "filtershift", "run", str(job), "--no-progress", "--workers", "1", "--dashboard-address", ":0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        try:
+            for line in proc.stderr:
+                if line.startswith("[1/2] zoo: running"):
+                    break
+            time.sleep(3)  # the training tasks are on the worker
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    log = [json.loads(line) for line in (tmp_path / "stop.db" / "results" / "pipeline.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["status"]) for r in log] == [("zoo", "interrupted")]
+    assert not (tmp_path / "zoo" / ".filtershift-zoo.json").exists()
+    assert not (tmp_path / "stop.db" / "models.parquet").exists()

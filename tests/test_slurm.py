@@ -448,3 +448,16 @@ def test_demo_job_on_slurm_equals_local(slurm_config, tmp_path):
         assert shifts and shifts == sorted(p.name for p in results["slurm"].glob("shift_*.csv"))
         for shift in shifts:
             pd.testing.assert_frame_equal(pd.read_csv(results["local"] / shift), pd.read_csv(results["slurm"] / shift), rtol=1e-10)
+
+
+def test_importing_filtershift_slurm_keeps_ctrl_c():
+    """Only _import_jobqueue() may import dask-jobqueue (its import replaces the SIGINT handler)."""
+    code = (
+        "import signal, sys\n"
+        "import filtershift.slurm, filtershift.commands.run\n"
+        "from filtershift.cli import build_parser\n"
+        "build_parser()\n"
+        "filtershift.slurm.job_script(filtershift.slurm.resolve_slurm_settings())\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
