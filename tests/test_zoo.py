@@ -222,8 +222,9 @@ def test_rebuild_on_a_local_cluster_is_bit_identical(tiny_zoo, manifest):
     assert len(result.manifest) >= len(specs) + 2
     for row in result.manifest.itertuples():
         assert sha256(other / row.path) == sha256(tiny_zoo / row.path), row.path
-    rebuilt = pd.read_csv(other / "manifest.csv").set_index("name")
-    pd.testing.assert_frame_equal(rebuilt, manifest.set_index("name").loc[rebuilt.index])
+    header, *rows = (other / "manifest.csv").read_text().splitlines()
+    full_header, *full_rows = (tiny_zoo / "manifest.csv").read_text().splitlines()
+    assert header == full_header and set(rows) <= set(full_rows)
 
 
 def test_trained_models_differ_from_their_random_init_controls(tiny_zoo, manifest):
@@ -238,12 +239,15 @@ def test_trained_models_differ_from_their_random_init_controls(tiny_zoo, manifes
         weights = [k for k, v in init.items() if k.endswith("weight") and v.dim() == 4 and v.shape[2:] == (3, 3)]
         a = torch.cat([after[k].reshape(-1) for k in weights])
         b = torch.cat([init[k].reshape(-1) for k in weights])
-        assert float((a - b).norm() / b.norm()) > 0.1, row.name
+        assert float((a - b).norm() / b.norm()) > 0.05, row.name
     effects = pd.read_csv(tiny_zoo / "training_effect.csv")
     regular = effects[effects["note"].isna()]
     assert (regular["rel_change"] > 0.05).all()
     # trained filters are further from their own initialisation than one initialisation is from another
     assert regular["shift_vs_init"].median() > 1.2 * regular["shift_init_vs_other_init"].median()
+    big = regular[regular["n_kernels"] >= 1000]  # enough filters for 70-bin histograms
+    assert len(big) >= 5 and (big["shift_vs_init"] > big["shift_init_vs_other_init"]).all()
     assert (regular["loss_final"] < regular["loss_first"]).mean() > 0.7
     oversized = effects[effects["note"].fillna("").str.startswith("over-sized")]
-    assert len(oversized) == 1 and oversized["degenerate_share"].iloc[0] >= 0.5
+    # the over-sized VGG collapses to low-entropy (few-pattern, partly sparse) layers
+    assert len(oversized) == 1 and oversized["median_entropy"].iloc[0] < 0.5 < regular["median_entropy"].min()

@@ -12,6 +12,8 @@ from filtershift.zoo.datasets import TASKS_BY_DATA_TYPE
 
 SIZES = ("tiny", "small", "large")
 FORMATS = ("torch", "checkpoint", "safetensors", "torchscript", "onnx")
+# the order formats are assigned in; TorchScript is rarer (each export starts a fresh interpreter)
+ROTATION = ("torch", "checkpoint", "safetensors", "onnx", "torch", "torchscript", "safetensors", "checkpoint")
 TASK_OF_FAMILY = {
     "vgg": "classification",
     "resnet": "classification",
@@ -70,10 +72,10 @@ class Profile:
 _DENSE = ("unet", "detnet", "srnet", "dcgan")
 PROFILES = {
     "tiny": Profile(
-        image=16, n_train=128, steps=30,
-        classifiers=(("vgg", 4, 2), ("resnet", 4, 1), ("mobilenet", 4, 1)),
-        dense=tuple((f, 4, 1) for f in _DENSE),
-        oversized=(16, 16, 30), data_types=("natural", "medical"),
+        image=16, n_train=128, steps=80,
+        classifiers=(("vgg", 8, 2), ("resnet", 8, 1), ("mobilenet", 8, 1)),
+        dense=tuple((f, 8, 1) for f in _DENSE),
+        oversized=(16, 16, 80), data_types=("natural", "medical"),
     ),
     "small": Profile(
         image=16, n_train=512, steps=200,
@@ -100,7 +102,7 @@ def plan_zoo(size: str = "small", seed: int = 0) -> tuple[ModelSpec, ...]:
     DCGAN on the data types that have those targets, wide models trained for fewer steps (``large``)
     and one over-sized VGG on a tiny data set. Untrained controls: the initialisation of the first
     VGG of every data type and of the first model of every other family. Output formats rotate over
-    :data:`FORMATS`; every fourth model also gets an fp16 copy.
+    :data:`ROTATION`; every fifth model also gets an fp16 copy.
     """
     if size not in PROFILES:
         raise ValueError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -136,5 +138,5 @@ def plan_zoo(size: str = "small", seed: int = 0) -> tuple[ModelSpec, ...]:
         weight_decay=0.1,
         note=f"over-sized: width {width}, 9 conv layers, on {n_train} images")
     return tuple(
-        replace(s, format=FORMATS[i % len(FORMATS)], fp16_copy=(i % 4 == 2)) for i, s in enumerate(specs)
+        replace(s, format=ROTATION[i % len(ROTATION)], fp16_copy=(i % 5 == 2)) for i, s in enumerate(specs)
     )
