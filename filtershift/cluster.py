@@ -68,7 +68,7 @@ def local_cluster_kwargs(settings: ClusterSettings, n_cores: int | None = None) 
 
 
 @contextlib.contextmanager
-def connect(settings: ClusterSettings, out=sys.stderr) -> Iterator[object]:
+def connect(settings: ClusterSettings, out=None) -> Iterator[object]:
     """Open the cluster ``settings`` names, print its dashboard address, yield a ``Client``; on exit
     close only what was started here (an existing scheduler and its workers are left running)."""
     from distributed import Client, LocalCluster
@@ -87,5 +87,5 @@ def connect(settings: ClusterSettings, out=sys.stderr) -> Iterator[object]:
         else:
             cluster = stack.enter_context(LocalCluster(**local_cluster_kwargs(settings)))
             client = stack.enter_context(Client(cluster))
-        print(f"dask dashboard: {client.dashboard_link}", file=out, flush=True)
+        print(f"dask dashboard: {client.dashboard_link}", file=out or sys.stderr, flush=True)
         yield client
