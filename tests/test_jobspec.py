@@ -182,3 +182,26 @@ def test_interrupt_is_logged_and_reraised(tmp_path, manifest, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_job(job, show_progress=False)
     assert [(r["stage"], r["status"]) for r in read_log(job.db)] == [("extract", "interrupted")]
+
+
+def test_figures_stage_draws_once_and_follows_its_results(tmp_path, manifest):
+    job = parse_job({"manifest": str(manifest), "db": "x.db", "analyses": [{"name": "a", "by": ["task"]}], "figures": {"out": "figs"}},
+                    tmp_path / "job.yaml", tmp_path)
+    first = run_job(job, show_progress=False)
+    assert [(r.stage, r.status) for r in first] == [("extract", "done"), ("analyze:a", "done"), ("figures:a", "done")]
+    stamp = json.loads((tmp_path / "figs" / "a" / "figures.json").read_text())
+    assert stamp["files"] and all((tmp_path / "figs" / "a" / f).is_file() for f in stamp["files"])
+    assert all(f.endswith(".html") for f in stamp["files"]) and first[2].volume["files"] == len(stamp["files"])
+    assert [r.status for r in run_job(job, show_progress=False)] == ["skipped"] * 3
+    # new results (forced rerun) -> the figures are stale and are drawn again
+    assert [r.status for r in run_job(job, force=True, show_progress=False)] == ["done"] * 3
+
+
+def test_figures_are_skipped_when_unavailable(tmp_path, manifest, monkeypatch):
+    import filtershift.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "figures_available", lambda: "figures unavailable (no holoviews)")
+    job = parse_job({"manifest": str(manifest), "db": "x.db", "analyses": [{"name": "a", "by": ["task"]}], "figures": True},
+                    tmp_path / "job.yaml", tmp_path)
+    records = run_job(job, show_progress=False)
+    assert (records[-1].stage, records[-1].status, records[-1].reason) == ("figures:a", "skipped", "figures unavailable (no holoviews)")

@@ -316,31 +316,6 @@ def database_tables(db: Path):
     return np.asarray(group["filters"][:]), np.asarray(group["layer"][:]), layers, models[["model_id", "name", "sha256", "status", "n_filters"]]
 
 
-@needs_slurm
-@pytest.mark.timeout(400)
-def test_extract_on_slurm_equals_local(slurm_config, tmp_path):
-    import numpy as np
-    import pandas as pd
-
-    name, config = slurm_config
-    manifest = tiny_manifest(tmp_path / "zoo")
-    local = run_filtershift("extract", str(manifest), "--db", "local.db", "--no-progress", "--dashboard-address", ":0", cwd=tmp_path)
-    assert local.returncode == 0, local.stderr
-    slurm = run_filtershift(
-        "extract", str(manifest), "--db", "slurm.db", "--no-progress", "--cluster", "slurm", "--cluster-config", str(config), "--dashboard-address", ":0", cwd=tmp_path
-    )
-    assert slurm.returncode == 0, slurm.stderr
-    assert "dask dashboard: http" in slurm.stderr
-    # the workers were SLURM jobs: each wrote its log where the settings said
-    assert list((tmp_path / "slurm-logs").glob(f"{name}-*.err"))
-    wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to be cancelled")
-    for a, b in zip(database_tables(tmp_path / "local.db"), database_tables(tmp_path / "slurm.db"), strict=True):
-        if isinstance(a, pd.DataFrame):
-            pd.testing.assert_frame_equal(a, b)
-        else:
-            np.testing.assert_array_equal(a, b)
-
-
 def job_state(job_id: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "show", "job", job_id, "--oneliner"], capture_output=True, text=True).stdout
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
@@ -348,8 +323,13 @@ def job_state(job_id: str) -> dict[str, str]:
 
 @needs_slurm
 @pytest.mark.timeout(400)
-def test_sbatch_script_runs_a_command_in_one_allocation(tmp_path):
+def test_sbatch_script_runs_a_job_in_one_allocation(tmp_path):
+    """cluster/filtershift.sbatch runs `filtershift run JOB.yaml` (extract + analyze) with its own
+    scheduler and workers as srun steps, and the job ends COMPLETED."""
     manifest = tiny_manifest(tmp_path / "zoo")
+    (tmp_path / "job.yaml").write_text(
+        f"name: batch\nmanifest: {manifest}\ndb: batch.db\nanalyses:\n  - {{name: scaled, by: [task, depth_decile]}}\n"
+    )
     submitted = subprocess.run(
         [
             "sbatch",
@@ -359,10 +339,8 @@ def test_sbatch_script_runs_a_command_in_one_allocation(tmp_path):
             "--time=00:10:00",
             f"--export=ALL,FILTERSHIFT_PYTHON={sys.executable},FILTERSHIFT_DASHBOARD=:0",
             str(REPO / "cluster" / "filtershift.sbatch"),
-            "extract",
-            str(manifest),
-            "--db",
-            "batch.db",
+            "run",
+            "job.yaml",
             "--no-progress",
         ],
         capture_output=True,
@@ -374,11 +352,13 @@ def test_sbatch_script_runs_a_command_in_one_allocation(tmp_path):
     state = wait_until(lambda: (s := job_state(job_id)).get("JobState") in final and s, 300, f"job {job_id} to end", interval=0.5)
     log = (tmp_path / f"run-{job_id}.out").read_text()
     assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), log
-    assert "extracted 2 new model(s), 100 filters" in log
-    assert "filtershift extract exited with 0" in log
+    assert "2 worker(s) x 1 thread(s)" in log and "dask dashboard: http" in log
+    assert "[1/2] extract: done" in log and "[2/2] analyze:scaled: done" in log
+    assert "filtershift run exited with 0" in log
     assert not list(tmp_path.glob("filtershift-scheduler-*.json"))  # cleaned up
     filters, *_ = database_tables(tmp_path / "batch.db")
     assert filters.shape == (100, 9)
+    assert (tmp_path / "batch.db" / "results" / "scaled" / "provenance.json").is_file()
 
 
 def test_ctrl_c_stays_a_keyboard_interrupt_after_importing_jobqueue():
