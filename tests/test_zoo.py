@@ -111,6 +111,9 @@ def test_build_via_arch_spec_and_count_kernels(name):
         assert any(isinstance(m, nn.ConvTranspose2d) for m in module.modules())
     with pytest.raises(KeyError):
         build("no-such-net")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated; zoo still writes it
+        torch.jit.script(module)  # every architecture can be saved as TorchScript
 
 
 def test_effect_measures():

@@ -183,7 +183,7 @@ class SuperResolution(nn.Module):
         h = self.head(x)
         for block in self.body:
             h = h + block(h)
-        up = nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+        up = nn.functional.interpolate(x, scale_factor=float(self.scale), mode="nearest")
         return up + self.shuffle(self.tail(h))
 
 
