@@ -20,11 +20,13 @@ def shift(p: np.ndarray, q: np.ndarray, weights: np.ndarray) -> float:
     return float(symmetric_kl(p, q) @ weights)
 
 
-def shift_matrix(probabilities: np.ndarray, weights: np.ndarray, rows_per_step: int = 64) -> np.ndarray:
-    """The (G, G) D matrix of group distributions ``probabilities`` (G, 9, n_bins)."""
+def shift_matrix(probabilities: np.ndarray, weights: np.ndarray, max_elements: int = 16_000_000) -> np.ndarray:
+    """The (G, G) D matrix of group distributions ``probabilities`` (G, 9, n_bins), computed a few
+    rows at a time so temporaries stay under ``max_elements`` floats (~128 MB) for any G."""
     p = np.asarray(probabilities, dtype=np.float64)
     logp = np.log(p)
     g = len(p)
+    rows_per_step = max(1, max_elements // max(1, p[0].size * g))
     d = np.zeros((g, g), dtype=np.float64)
     for a in range(0, g, rows_per_step):
         b = min(a + rows_per_step, g)
