@@ -220,7 +220,7 @@ def test_rebuild_on_a_local_cluster_is_bit_identical(tiny_zoo, manifest):
     specs = tuple(dict.fromkeys(chosen.values()))
     assert any(s.control for s in specs)
     other = tiny_zoo.parent / "rebuild"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster):
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster):
         result = build_zoo(other, "tiny", seed=0, specs=specs)
     assert len(result.manifest) >= len(specs) + 2
     for row in result.manifest.itertuples():
