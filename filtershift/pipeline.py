@@ -9,7 +9,7 @@ A stage is *current* — and skipped — when its outputs are complete and were 
 inputs with the present settings:
 
 - zoo: ``DIR/manifest.csv`` exists, every checkpoint in it exists, and the zoo's stamp
-  (``DIR/.filtershift-zoo.json``) records the same size and seed;
+  (``DIR/.filtershift-zoo.json``) records the same size, seed and training plan;
 - extract: the database holds every manifest row as ``ok`` from the same file (size and mtime) —
   :func:`filtershift.extract.plan_extraction` finds nothing to stage;
 - analyze: ``DB/results/NAME/provenance.json`` exists (it is written last), records this analysis'
@@ -95,13 +95,24 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def zoo_stamp(job: JobSpec) -> dict[str, Any]:
+    """What the zoo stage records: size, seed, and a digest of the training plan (a changed zoo
+    recipe in a newer filtershift makes the old zoo stale)."""
+    import hashlib
+
+    from filtershift.zoo.plan import plan_zoo
+
+    plan = hashlib.sha256(repr(plan_zoo(job.zoo.size, job.zoo.seed)).encode()).hexdigest()[:16]
+    return {"size": job.zoo.size, "seed": job.zoo.seed, "plan": plan}
+
+
 def zoo_current(job: JobSpec) -> tuple[bool, str]:
     zoo = job.zoo
     stamp = _read_json(zoo.dir / ZOO_STAMP)
     if not zoo.manifest.is_file():
         return False, f"no {zoo.manifest}"
-    if stamp != {"size": zoo.size, "seed": zoo.seed}:
-        return False, f"the zoo in {zoo.dir} was not built as size {zoo.size}, seed {zoo.seed}"
+    if stamp != zoo_stamp(job):
+        return False, f"the zoo in {zoo.dir} was not built as size {zoo.size}, seed {zoo.seed} with this filtershift's zoo plan"
     import pandas as pd
 
     paths = pd.read_csv(zoo.manifest)["path"]
@@ -201,7 +212,7 @@ def run_zoo(job: JobSpec, show_progress: bool) -> dict[str, Any]:
     (zoo.dir / ZOO_STAMP).unlink(missing_ok=True)  # incomplete until rewritten at the end
     specs = plan_zoo(zoo.size, zoo.seed)
     result = build_zoo(zoo.dir, zoo.size, zoo.seed, specs)
-    (zoo.dir / ZOO_STAMP).write_text(json.dumps({"size": zoo.size, "seed": zoo.seed}))
+    (zoo.dir / ZOO_STAMP).write_text(json.dumps(zoo_stamp(job)))
     m = result.manifest
     n_kernels = int(m["n_kernels_3x3"].sum()) if "n_kernels_3x3" in m else None
     return {"models": len(specs), "checkpoints": len(m), "kernels_3x3": n_kernels, "bytes": _size(zoo.dir)}
