@@ -1,0 +1,51 @@
+"""``filtershift bench [--filters N] [--workers W] [--repeats R] [--json] [--data DIR]``"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from filtershift.bench.runner import ALL_VARIANTS, DEFAULT_BY
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="time every analysis pass (and extraction) on a synthetic database, side by side with plain numpy",
+        description="Build (or reuse) a synthetic database of N conv-like filters under --data, then time the three "
+        "streaming reads of `analyze` on dask (worker processes and threads) against a plain single-process numpy "
+        "loop over the same Zarr chunks and the same arithmetic in RAM, the PCA also against dask-ml and "
+        "scikit-learn, and extraction against plain loading. Medians of --repeats interleaved runs.",
+    )
+    parser.add_argument("--filters", type=int, default=20_000_000, metavar="N", help="filters in the synthetic database (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, metavar="W", help="dask workers / threads (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="R", help="runs of every variant; medians reported (default %(default)s)")
+    parser.add_argument("--data", type=Path, default=Path("bench-data"), help="where synthetic databases and checkpoints are kept, keyed by N and seed (default ./bench-data)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic database (default 0)")
+    parser.add_argument("--variants", default=",".join(ALL_VARIANTS), help="comma-separated subset of: " + ", ".join(ALL_VARIANTS))
+    parser.add_argument("--by", default=",".join(DEFAULT_BY), help="groupings of the histogram pass (default %(default)s)")
+    parser.add_argument("--extract-models", type=int, default=24, metavar="M", help="checkpoints for the extraction benchmark; 0 skips it (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from filtershift.bench.runner import BenchSettings, run_bench
+    from filtershift.bench.table import format_table
+
+    if args.filters < 1000 or args.workers < 1 or args.repeats < 1:
+        print("error: --filters must be at least 1000, --workers and --repeats at least 1", file=sys.stderr)
+        return 2
+    settings = BenchSettings(
+        n_filters=args.filters, workers=args.workers, repeats=args.repeats, data=args.data, seed=args.seed,
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+        by=tuple(b.strip() for b in args.by.split(",") if b.strip()), extract_models=args.extract_models,
+    )
+    try:
+        report = run_bench(settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+    return 0
