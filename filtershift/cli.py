@@ -9,8 +9,8 @@ import pkgutil
 import sys
 
 import filtershift.commands
-
 from filtershift import __version__
+from filtershift.errors import FiltershiftError
 
 
 def command_modules() -> list[str]:
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except FiltershiftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from filtershift.errors import FiltershiftError
+
 SCALINGS = ("scaled", "raw")
 PCA_METHODS = ("covariance", "incremental")
 WEIGHTINGS = ("filters", "layers", "models")
@@ -45,7 +47,7 @@ ANALYSIS_KEYS = ("name", "scaling", "by", "where", "fit_on", "pca", "weighting",
 FIGURE_KEYS = ("out", "formats", "analyses")
 
 
-class JobSpecError(ValueError):
+class JobSpecError(FiltershiftError, ValueError):
     """A job spec that cannot run; the message names the file, the key and the fix."""
 
 

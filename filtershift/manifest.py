@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from filtershift.errors import FiltershiftError
 from filtershift.readers import FORMATS, detect_format
 
 META_COLUMNS = ("task", "data_type", "dataset", "family")
 KNOWN_COLUMNS = ("path", "name", "format", "arch", *META_COLUMNS)
 
 
-class ManifestError(ValueError):
+class ManifestError(FiltershiftError, ValueError):
     """The manifest as a whole cannot be used; the message names the file and the fix."""
 
 

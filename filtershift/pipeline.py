@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from filtershift.errors import FiltershiftError
 from filtershift.jobspec import AnalysisSpec, JobSpec, JobSpecError
 
 LOG_FILE = "pipeline.jsonl"
@@ -70,7 +71,7 @@ class StageRecord:
         return json.dumps(self.__dict__, sort_keys=False, default=str)
 
 
-class StageError(RuntimeError):
+class StageError(FiltershiftError, RuntimeError):
     """A stage that could not run; the message names the stage and what to fix."""
 
 

@@ -29,6 +29,8 @@ import dask.config
 import yaml
 from dask.utils import parse_bytes
 
+from filtershift.errors import FiltershiftError
+
 CONFIG_KEY = "filtershift.slurm"
 SITE_CONFIG = Path("cluster") / "slurm.yaml"
 PLACEHOLDER_SCHEDULER = "tcp://<insert-scheduler-address-here>:8786"
@@ -57,7 +59,7 @@ def _pin_jobqueue_defaults(jobqueue) -> None:
     dask.config.set({f"jobqueue.{JOBQUEUE_CONFIG_NAME}": pinned})
 
 
-class SlurmConfigError(ValueError):
+class SlurmConfigError(FiltershiftError, ValueError):
     """A SLURM setting that cannot be used; the message names the key, the source and the fix."""
 
 

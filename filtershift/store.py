@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from filtershift.errors import FiltershiftError
+
 FILTERS_STORE = "filters.zarr"
 MODELS_TABLE = "models.parquet"
 LAYERS_TABLE = "layers.parquet"
@@ -48,7 +50,7 @@ LAYER_DTYPES = {
 }
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(FiltershiftError, RuntimeError):
     """A database that is missing, malformed or inconsistent; the message says how to fix it."""
 
 
@@ -79,7 +81,7 @@ class Database:
 
 def open_database(path: str | os.PathLike) -> Database:
     """Open the database at ``path``; errors name the missing piece and the command that makes it."""
-    path = Path(path)
+    path = Path(path).absolute()  # workers may run in another folder (an existing scheduler)
     store = path / FILTERS_STORE
     for piece in (store, path / MODELS_TABLE, path / LAYERS_TABLE):
         if not piece.exists():

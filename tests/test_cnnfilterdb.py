@@ -8,7 +8,6 @@ inclusive), or, in the oldest files, the same frame as CSV text stored as bytes.
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import h5py

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 
 import numpy as np
 import onnx
@@ -11,7 +9,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
-from torch import nn
 
 from filtershift.kernels import model_kernels
 from filtershift.readers import detect_format, read_convolutions

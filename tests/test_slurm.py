@@ -8,7 +8,6 @@ started by ``.ci/slurm-setup.sh``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess

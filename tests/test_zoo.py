@@ -4,7 +4,6 @@ formats, determinism across schedulers, and the measured training effect."""
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from pathlib import Path
 

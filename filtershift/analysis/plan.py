@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from filtershift.errors import FiltershiftError
+
 N_BINS = 70
 N_BINS_2D = 64
 SCALINGS = ("scaled", "raw")
@@ -28,7 +30,7 @@ MODEL_GROUPING = "model"
 _CLASHING_MODEL_COLUMNS = ("name", "n_filters", "path", "status", "error")
 
 
-class PlanError(ValueError):
+class PlanError(FiltershiftError, ValueError):
     """An analysis that cannot be planned; the message says how to fix the command line."""
 
 

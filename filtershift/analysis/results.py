@@ -75,6 +75,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from filtershift.errors import FiltershiftError
+
 PCA_FILE = "pca.json"
 BINS_FILE = "bins.json"
 PROVENANCE_FILE = "provenance.json"
@@ -87,7 +89,7 @@ MODELS_FILE = "models.parquet"
 ALL_GROUP = "all"
 
 
-class ResultsError(RuntimeError):
+class ResultsError(FiltershiftError, RuntimeError):
     """Missing or incomplete results; the message says how to produce them."""
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from filtershift.depth import depth_decile_from_float
+from filtershift.errors import FiltershiftError
 from filtershift.store import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS
 
 INDEX_LEVELS = ["model_id", "conv_depth", "conv_depth_norm", "layer_id"]
@@ -63,7 +64,7 @@ LAYER_TO_REFERENCE = {"in_channels": "in_channels", "out_channels": "out_channel
 DERIVED_LAYER_COLUMNS = ("start", "stop", "n_filters")
 
 
-class FormatError(ValueError):
+class FormatError(FiltershiftError, ValueError):
     """A CNN-Filter-DB file that cannot be imported as it is; the message names the fix."""
 
 

@@ -28,6 +28,7 @@ def run(args) -> int:
     from filtershift.extract import plan_extraction, run_extraction
     from filtershift.manifest import ManifestError, read_manifest
 
+    args.db = args.db.absolute()  # workers may run in another folder (an existing scheduler)
     try:
         entries = read_manifest(args.manifest)
     except ManifestError as exc:

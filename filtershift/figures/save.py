@@ -19,13 +19,15 @@ from pathlib import Path
 
 import holoviews as hv
 
+from filtershift.errors import FiltershiftError
+
 CHROMIUM_OPTIONS = (
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(FiltershiftError, RuntimeError):
     """PNG export is impossible here; the message says what to install."""
 
 

@@ -4,7 +4,6 @@ statistics): box plots and bars over the small tables of the results."""
 from __future__ import annotations
 
 import holoviews as hv
-import numpy as np
 import pandas as pd
 
 from filtershift.figures._style import WIDTH, decile_label, is_ordered, natural_order, pretty

@@ -8,6 +8,7 @@ import importlib
 import zipfile
 from pathlib import Path
 
+from filtershift.errors import FiltershiftError
 from filtershift.types import ConvWeight
 
 # format -> "module:function(path, arch) -> list[ConvWeight]"
@@ -20,7 +21,7 @@ READERS: dict[str, str] = {
 FORMATS = tuple(READERS)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FiltershiftError, ValueError):
     """A checkpoint that cannot be read as its format; the message says what is wrong."""
 
 

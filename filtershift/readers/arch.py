@@ -12,6 +12,8 @@ import ast
 import importlib
 from urllib.parse import parse_qsl
 
+from filtershift.errors import FiltershiftError
+
 # prefix -> "module:function"; the function is called as ``function(name, **kwargs)``.
 ARCH_BUILDERS: dict[str, str] = {
     "zoo": "filtershift.zoo.models:build",
@@ -19,7 +21,7 @@ ARCH_BUILDERS: dict[str, str] = {
 }
 
 
-class ArchError(ValueError):
+class ArchError(FiltershiftError, ValueError):
     """An ``arch`` value that names no known builder or has malformed arguments."""
 
 

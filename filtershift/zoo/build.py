@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
-from torch import nn
 
 from filtershift.zoo.datasets import dataset_name
 from filtershift.zoo.effect import model_effect, shift
