@@ -42,10 +42,12 @@ class BenchSettings:
 class _Runs:
     seconds: dict = field(default_factory=dict)  # (pass, variant) -> [s]
     peaks: dict = field(default_factory=dict)  # (pass, variant) -> [[bytes per process]]
+    cpu: dict = field(default_factory=dict)  # (pass, variant) -> [CPU s]
 
-    def add(self, key, seconds, peaks) -> None:
+    def add(self, key, seconds, peaks, cpu) -> None:
         self.seconds.setdefault(key, []).append(seconds)
         self.peaks.setdefault(key, []).append(list(peaks))
+        self.cpu.setdefault(key, []).append(cpu)
 
 
 def run_bench(settings: BenchSettings, log=None) -> dict:
@@ -90,21 +92,21 @@ def run_bench(settings: BenchSettings, log=None) -> dict:
             say(f"repeat {r + 1}/{settings.repeats}")
             for name in S.PASSES:
                 if client is not None:
-                    t, pk, _ = S.timed(lambda: S.dask_pass(name, db, inputs), worker_pids)
-                    runs.add((name, "dask_processes"), t, pk)
+                    t, pk, c, _ = S.timed(lambda: S.dask_pass(name, db, inputs), worker_pids, worker_pids + self_pid)
+                    runs.add((name, "dask_processes"), t, pk, c)
                 if "dask_threads" in variants:
                     with dask.config.set(**threads_cfg), threadpool_limits(1):
-                        t, pk, _ = S.timed(lambda: S.dask_pass(name, db, inputs), self_pid)
-                    runs.add((name, "dask_threads"), t, pk)
+                        t, pk, c, _ = S.timed(lambda: S.dask_pass(name, db, inputs), self_pid)
+                    runs.add((name, "dask_threads"), t, pk, c)
                 if "numpy_loop" in variants:
                     with threadpool_limits(1):
-                        t, pk, _ = S.timed(lambda: S.numpy_loop_pass(name, db, inputs), self_pid)
-                    runs.add((name, "numpy_loop"), t, pk)
+                        t, pk, c, _ = S.timed(lambda: S.numpy_loop_pass(name, db, inputs), self_pid)
+                    runs.add((name, "numpy_loop"), t, pk, c)
                 say("  " + name + ": " + ", ".join(f"{v} {runs.seconds[(name, v)][-1]:.2f} s" for v in variants if (name, v) in runs.seconds))
             if "dask_ml_incremental" in variants:
                 with dask.config.set(**threads_cfg):
-                    t, pk, _ = S.timed(lambda: S.dask_ml_pca(db, inputs), self_pid)
-                runs.add(("moments", "dask_ml_incremental"), t, pk)
+                    t, pk, c, _ = S.timed(lambda: S.dask_ml_pca(db, inputs), self_pid)
+                runs.add(("moments", "dask_ml_incremental"), t, pk, c)
             if "numpy_memory" in variants or "sklearn_pca" in variants:
                 t0 = time.perf_counter()
                 filters, lids = S.load_in_memory(db)
@@ -112,11 +114,11 @@ def run_bench(settings: BenchSettings, log=None) -> dict:
                 if "numpy_memory" in variants:
                     with threadpool_limits(1):
                         for name in S.PASSES:
-                            t, pk, _ = S.timed(lambda: S.numpy_memory_pass(name, filters, lids, inputs), self_pid)
-                            runs.add((name, "numpy_memory"), t, pk)
+                            t, pk, c, _ = S.timed(lambda: S.numpy_memory_pass(name, filters, lids, db.chunk_rows, inputs), self_pid)
+                            runs.add((name, "numpy_memory"), t, pk, c)
                 if "sklearn_pca" in variants:
-                    t, pk, _ = S.timed(lambda: S.sklearn_pca(filters, lids, inputs), self_pid)
-                    runs.add(("moments", "sklearn_pca"), t, pk)
+                    t, pk, c, _ = S.timed(lambda: S.sklearn_pca(filters, lids, inputs), self_pid)
+                    runs.add(("moments", "sklearn_pca"), t, pk, c)
                 del filters, lids
             say("  " + ", ".join(f"{v} {runs.seconds[('moments', v)][-1]:.2f} s" for v in PCA_VARIANTS if ("moments", v) in runs.seconds))
 
@@ -168,6 +170,8 @@ def _report(settings, db, plan, variants, skipped, runs: _Runs, load_seconds, bu
             out[v] = {
                 "seconds": t, "runs": secs,
                 "filters_per_s": n_rows[name] / t,
+                "cpu_seconds": statistics.median(runs.cpu[key]),
+                "filters_per_cpu_s": n_rows[name] / statistics.median(runs.cpu[key]) if statistics.median(runs.cpu[key]) > 0 else None,
                 "bytes_per_s": rows_read * S.BYTES_PER_ROW / t,
                 "peak_rss_mib": statistics.median(peak_runs) / S.MiB,
                 "peak_rss_mib_runs": [p / S.MiB for p in peak_runs],
@@ -179,8 +183,9 @@ def _report(settings, db, plan, variants, skipped, runs: _Runs, load_seconds, bu
     for v in STREAM_VARIANTS:
         if all(v in passes[p]["variants"] for p in S.PASSES):
             per_run = [sum(x) for x in zip(*(runs.seconds[(p, v)] for p in S.PASSES))]
+            cpu = statistics.median([sum(x) for x in zip(*(runs.cpu[(p, v)] for p in S.PASSES))])
             t = statistics.median(per_run)
-            total[v] = {"seconds": t, "runs": per_run, "filters_per_s": plan.n_analysed / t,
+            total[v] = {"seconds": t, "runs": per_run, "filters_per_s": plan.n_analysed / t, "cpu_seconds": cpu,
                         "peak_rss_mib": max(passes[p]["variants"][v]["peak_rss_mib"] for p in S.PASSES)}
     _ratios(total)
     return {

@@ -156,10 +156,17 @@ def numpy_loop_pass(name: str, db, inputs: Inputs) -> object:
     return total
 
 
-def numpy_memory_pass(name: str, filters: np.ndarray, lids: np.ndarray, inputs: Inputs) -> object:
-    """The same arithmetic over the whole array in RAM (one call)."""
-    block_fn, ctx, _, _ = _block_and_merge(name, inputs)
-    return block_fn(filters, lids, ctx)[0]
+def numpy_memory_pass(name: str, filters: np.ndarray, lids: np.ndarray, chunk_rows: int, inputs: Inputs) -> object:
+    """The same loop over the same chunks with the filters already in RAM: what the arithmetic
+    costs without reading the store (one call over the whole array would be slower: its
+    temporaries are page-faulted and its 2-D codes span the whole database)."""
+    block_fn, ctx, merge, blocks = _block_and_merge(name, inputs)
+    total = None
+    for b in blocks:
+        lo, hi = b * chunk_rows, min((b + 1) * chunk_rows, len(filters))
+        part = block_fn(filters[lo:hi], lids[lo:hi], ctx)[0]
+        total = part if total is None else merge(total, part)
+    return total
 
 
 def load_in_memory(db) -> tuple[np.ndarray, np.ndarray]:
@@ -215,10 +222,26 @@ def local_cluster(workers: int) -> Iterator[tuple[object, list[int]]]:
         yield client, pids
 
 
-def timed(fn: Callable[[], object], pids: list[int]) -> tuple[float, list[int], object]:
-    """Seconds, peak RSS per pid and the result of ``fn()``."""
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds so far of the processes ``pids`` (all their threads)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(Exception):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def timed(fn: Callable[[], object], pids: list[int], cpu_pids: list[int] | None = None) -> tuple[float, list[int], float, object]:
+    """Wall seconds, peak RSS per pid, CPU seconds of ``cpu_pids`` (default ``pids``) and the
+    result of ``fn()``. CPU seconds measure the work itself when other jobs share the cores."""
+    cpu_pids = pids if cpu_pids is None else cpu_pids
     with PeakRSS(pids) as peak:
+        c = cpu_seconds(cpu_pids)
         t = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t
-    return seconds, peak.peaks, out
+        cpu = cpu_seconds(cpu_pids) - c
+    return seconds, peak.peaks, cpu, out
