@@ -72,6 +72,11 @@ def run(args) -> int:
     failed = sum(int(r.volume.get("failed", 0)) for r in records)
     print(f"job {job.name}: {sum(r.status == 'done' for r in records)} stage(s) run, "
           f"{sum(r.status == 'skipped' for r in records)} up to date; log: {job.db / 'results' / 'pipeline.jsonl'}")
+    print(f"  database: {job.db}   (filtershift info {job.db})")
+    for analysis in job.analyses:
+        print(f"  results:  {job.db / 'results' / analysis.name}")
+    if job.figures:
+        print(f"  figures:  {job.figures.out}   (filtershift report {job.db} --name NAME for one HTML page)")
     if failed:
         print(f"{failed} checkpoint(s) failed to extract (see above); the others were analysed", file=sys.stderr)
         return 1
