@@ -16,7 +16,7 @@ from filtershift.analysis import passes as P
 from filtershift.analysis.histograms import bin_edges
 from filtershift.bench.synthetic import filter_block, synthetic_tables
 
-STREAM = ("dask_processes", "dask_threads", "numpy_loop", "numpy_memory")
+STREAM = ("dask_processes", "dask_processes_chunks", "dask_threads", "dask_threads_chunks", "numpy_loop", "numpy_memory")
 
 
 def run_bench(tmp_path, *args: str) -> dict:
@@ -64,7 +64,7 @@ def check_report(report: dict, variants: tuple[str, ...], n_filters: int) -> Non
 
 
 def test_tiny_bench_json(tmp_path):
-    variants = ("dask_processes", "dask_threads", "numpy_loop", "numpy_memory", "sklearn_pca")
+    variants = ("dask_processes", "dask_processes_chunks", "dask_threads", "numpy_loop", "numpy_memory", "sklearn_pca")
     report = run_bench(tmp_path, "--filters", "40000", "--repeats", "1", "--workers", "1", "--extract-models", "0",
                        "--variants", ",".join(variants))
     check_report(report, variants, 40_000)
@@ -133,7 +133,7 @@ def test_histogram_block_against_numpy(monkeypatch, n_bins_2d):
 @pytest.mark.bench
 def test_bench_small_full(tmp_path):
     report = run_bench(tmp_path, "--filters", "2000000", "--repeats", "3", "--extract-models", "4")
-    check_report(report, ("dask_processes", "dask_threads", "numpy_loop", "numpy_memory", "dask_ml_incremental", "sklearn_pca"), 2_000_000)
+    check_report(report, STREAM + ("dask_ml_incremental", "sklearn_pca"), 2_000_000)
     ex = report["extraction"]
     assert ex["n_checkpoints"] == 4 and set(ex["variants"]) == {"plain_loop", "extract_1_workers", "extract_2_workers"}
     for r in ex["variants"].values():
@@ -145,6 +145,32 @@ def test_peak_worker_memory_flat_in_n(tmp_path):
     """Peak worker RSS of the three reads at 10x the filters within 1.2x of the smaller run."""
     peaks = {}
     for n in (1_000_000, 10_000_000):
-        report = run_bench(tmp_path, "--filters", str(n), "--repeats", "1", "--extract-models", "0", "--variants", "dask_processes,numpy_loop")
-        peaks[n] = max(p["variants"]["dask_processes"]["peak_rss_mib"] for p in report["passes"].values())
+        report = run_bench(tmp_path, "--filters", str(n), "--repeats", "1", "--extract-models", "0", "--variants", "dask_processes,dask_processes_chunks,numpy_loop")
+        peaks[n] = max(p["variants"][v]["peak_rss_mib"] for p in report["passes"].values() for v in ("dask_processes", "dask_processes_chunks"))
     assert peaks[10_000_000] <= 1.2 * peaks[1_000_000], peaks
+
+
+def test_chunk_source_passes_equal_dask_array_passes(tmp_path):
+    """Reading each chunk inside its task gives the same partials as the two dask arrays."""
+    import dask
+
+    from filtershift.analysis.plan import make_plan
+    from filtershift.bench import streaming as S
+    from filtershift.bench.synthetic import ensure_database
+
+    from filtershift.store import write_database
+
+    db, _ = ensure_database(tmp_path, 30_000, log=None)
+    small = write_database(tmp_path / "small", db.filters().compute(), db.models, db.layers, chunk_rows=4096)
+    plan = make_plan(small.models, small.layers, small.chunk_rows, by=["task", "depth_decile"])
+    with dask.config.set(scheduler="sync"):
+        inputs = S.prepare_inputs(small, plan)
+        for name in S.PASSES:
+            a, b = S.dask_pass(name, small, inputs, chunks=False), S.dask_pass(name, small, inputs, chunks=True)
+            if name == "moments":
+                assert a.n == b.n and np.array_equal(a.m2, b.m2)
+            elif name == "range":
+                assert np.array_equal(a.cmin, b.cmin) and np.array_equal(a.sums, b.sums)
+            else:
+                assert np.array_equal(a.counts, b.counts) and np.array_equal(a.scatter, b.scatter)
+                assert all(np.array_equal(x, y) for x, y in zip(a.hist2d, b.hist2d))

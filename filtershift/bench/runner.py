@@ -18,7 +18,7 @@ import numpy as np
 
 from filtershift.bench import streaming as S
 
-STREAM_VARIANTS = ("dask_processes", "dask_threads", "numpy_loop", "numpy_memory")
+STREAM_VARIANTS = ("dask_processes", "dask_processes_chunks", "dask_threads", "dask_threads_chunks", "numpy_loop", "numpy_memory")
 PCA_VARIANTS = ("dask_ml_incremental", "sklearn_pca")
 ALL_VARIANTS = STREAM_VARIANTS + PCA_VARIANTS
 DEFAULT_BY = ("task", "data_type", "family", "depth_decile", "model")
@@ -80,29 +80,33 @@ def run_bench(settings: BenchSettings, log=None) -> dict:
     W = settings.workers
     threads_cfg = dict(scheduler="threads", num_workers=W)
 
-    with _maybe_cluster("dask_processes" in variants, W) as (client, worker_pids):
+    use_cluster = "dask_processes" in variants or "dask_processes_chunks" in variants
+    with _maybe_cluster(use_cluster, W) as (client, worker_pids):
         # Warm-up on one chunk: workers import the analysis code, the first page faults are paid.
         warm = S.Inputs(_one_block_plan(plan), inputs.pca, inputs.hist_ctx)
         for name in S.PASSES:
-            if client is not None:
-                S.dask_pass(name, db, warm)
-            with dask.config.set(**threads_cfg), threadpool_limits(1):
-                S.dask_pass(name, db, warm)
+            for chunks in (False, True):
+                if client is not None:
+                    S.dask_pass(name, db, warm, chunks)
+                with dask.config.set(**threads_cfg), threadpool_limits(1):
+                    S.dask_pass(name, db, warm, chunks)
         for r in range(settings.repeats):
             say(f"repeat {r + 1}/{settings.repeats}")
             for name in S.PASSES:
-                if client is not None:
-                    t, pk, c, _ = S.timed(lambda: S.dask_pass(name, db, inputs), worker_pids, worker_pids + self_pid)
-                    runs.add((name, "dask_processes"), t, pk, c)
-                if "dask_threads" in variants:
-                    with dask.config.set(**threads_cfg), threadpool_limits(1):
-                        t, pk, c, _ = S.timed(lambda: S.dask_pass(name, db, inputs), self_pid)
-                    runs.add((name, "dask_threads"), t, pk, c)
+                for v, chunks in (("dask_processes", False), ("dask_processes_chunks", True)):
+                    if v in variants:
+                        t, pk, c, _ = S.timed(lambda: S.dask_pass(name, db, inputs, chunks), worker_pids, worker_pids + self_pid)
+                        runs.add((name, v), t, pk, c)
+                for v, chunks in (("dask_threads", False), ("dask_threads_chunks", True)):
+                    if v in variants:
+                        with dask.config.set(**threads_cfg), threadpool_limits(1):
+                            t, pk, c, _ = S.timed(lambda: S.dask_pass(name, db, inputs, chunks), self_pid)
+                        runs.add((name, v), t, pk, c)
                 if "numpy_loop" in variants:
                     with threadpool_limits(1):
                         t, pk, c, _ = S.timed(lambda: S.numpy_loop_pass(name, db, inputs), self_pid)
                     runs.add((name, "numpy_loop"), t, pk, c)
-                say("  " + name + ": " + ", ".join(f"{v} {runs.seconds[(name, v)][-1]:.2f} s" for v in variants if (name, v) in runs.seconds))
+                say("  " + name + ": " + ", ".join(f"{v} {runs.seconds[(name, v)][-1]:.2f} s" for v in STREAM_VARIANTS[:5] if len(runs.seconds.get((name, v), [])) == r + 1))
             if "dask_ml_incremental" in variants:
                 with dask.config.set(**threads_cfg):
                     t, pk, c, _ = S.timed(lambda: S.dask_ml_pca(db, inputs), self_pid)
@@ -120,7 +124,8 @@ def run_bench(settings: BenchSettings, log=None) -> dict:
                     t, pk, c, _ = S.timed(lambda: S.sklearn_pca(filters, lids, inputs), self_pid)
                     runs.add(("moments", "sklearn_pca"), t, pk, c)
                 del filters, lids
-            say("  " + ", ".join(f"{v} {runs.seconds[('moments', v)][-1]:.2f} s" for v in PCA_VARIANTS if ("moments", v) in runs.seconds))
+            say("  in RAM / PCA: " + ", ".join(f"{p} {v} {runs.seconds[(p, v)][-1]:.2f} s" for p in S.PASSES for v in ("numpy_memory",) + PCA_VARIANTS
+                                                if len(runs.seconds.get((p, v), [])) == r + 1))
 
     report = _report(settings, db, plan, variants, skipped, runs, load_seconds, build_seconds)
     if settings.extract_models > 0:
@@ -175,7 +180,7 @@ def _report(settings, db, plan, variants, skipped, runs: _Runs, load_seconds, bu
                 "bytes_per_s": rows_read * S.BYTES_PER_ROW / t,
                 "peak_rss_mib": statistics.median(peak_runs) / S.MiB,
                 "peak_rss_mib_runs": [p / S.MiB for p in peak_runs],
-                "rss_scope": "per worker process (max over workers)" if v == "dask_processes" else "this process",
+                "rss_scope": "per worker process (max over workers)" if v.startswith("dask_processes") else "this process",
             }
         _ratios(out)
         passes[name] = {"title": S.PASS_TITLES[name], "n_filters": n_rows[name], "chunks_read": n_read[name], "variants": out}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 LABELS = {
     "dask_processes": "dask, {w} worker processes",
+    "dask_processes_chunks": "  same, chunk read in task",
     "dask_threads": "dask, {w} threads",
+    "dask_threads_chunks": "  same, chunk read in task",
     "numpy_loop": "numpy loop (1 process)",
     "numpy_memory": "numpy loop, data in RAM",
     "dask_ml_incremental": "dask-ml IncrementalPCA",
@@ -29,7 +31,7 @@ def format_table(report: dict) -> str:
     for name, p in report["passes"].items():
         first = True
         for v, r in p["variants"].items():
-            peak = f"{r['peak_rss_mib']:.0f}" + ("/w" if v == "dask_processes" else "")
+            peak = f"{r['peak_rss_mib']:.0f}" + ("/w" if v.startswith("dask_processes") else "")
             lines.append(
                 f"{(p['title'] if first else ''):<34}{LABELS[v].format(w=w):<30}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.1f}{r['filters_per_s'] / 1e6:>9.1f}"
                 f"{r['bytes_per_s'] / 1e6:>8.0f}{peak:>10}{_fmt_ratio(r, 'ratio_vs_numpy_loop'):>9}{_fmt_ratio(r, 'ratio_vs_numpy_memory'):>8}"
