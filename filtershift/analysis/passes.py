@@ -17,11 +17,9 @@ Block functions take the raw float32 block and its ``layer_id`` column; what the
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections.abc import Callable
-from typing import Protocol
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import dask
 import dask.array as da
@@ -30,6 +28,7 @@ import numpy as np
 from filtershift.analysis.histograms import bin_indices_inside
 from filtershift.analysis.pca import Moments, prepare, row_absmax, row_range
 from filtershift.analysis.results import PCAResult
+from filtershift.malloc import relax_malloc
 
 SPLIT_EVERY = 8
 # Rows per sub-block inside a block function. A store chunk (262144 rows) is processed in slices of
@@ -197,27 +196,10 @@ def _project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndar
     return (x - mean) @ components.T
 
 
-_MALLOC_RELAXED = False
-
-
 def _relax_malloc() -> None:
-    """Let glibc recycle freed buffers in this process (once). A distributed worker starts with
-    ``MALLOC_TRIM_THRESHOLD_`` set, which also pins glibc's mmap threshold at 128 KiB: every
-    array above it is mmap'ed and unmapped again, so each temporary is page-faulted afresh. Measured
-    on the histogram arithmetic of a (262144, 9) block: 2-3x slower with that setting than without.
-    The thresholds set here keep at most 64 MiB of freed memory in the process (flat in N)."""
-    global _MALLOC_RELAXED
-    if _MALLOC_RELAXED:
-        return
-    _MALLOC_RELAXED = True
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, 16 * 2**20)  # M_MMAP_THRESHOLD: a store chunk (9 MiB) comes from the heap
-    libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
+    """A store chunk (9 MiB) and its temporaries come from the heap; at most 64 MiB of freed memory
+    is kept per process (see :mod:`filtershift.malloc`)."""
+    relax_malloc(16 * 2**20, 64 * 2**20)
 
 
 def moments_block(x: np.ndarray, lid: np.ndarray, ctx: FitContext) -> np.ndarray:

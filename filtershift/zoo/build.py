@@ -8,10 +8,8 @@ rewrites the same bytes.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from filtershift.malloc import relax_malloc
 from filtershift.zoo.datasets import dataset_name
 from filtershift.zoo.effect import model_effect, shift
 from filtershift.zoo.models import build, conv_kernel_counts
@@ -117,20 +116,9 @@ def _row(spec: ModelSpec, net: Trained, name: str, path: Path, fmt: str, *, trai
 
 
 def _relax_malloc() -> None:
-    """Let glibc keep freed memory and pick its own mmap threshold in this process.
-
-    A distributed worker runs with ``MALLOC_TRIM_THRESHOLD_`` set, which also pins glibc's mmap
-    threshold: every tensor above 128 KiB is then mmap'ed and unmapped again, and training costs
-    1.5-2x the CPU time (page faults). Training here allocates the same buffers step after step.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, 64 * 2**20)  # M_MMAP_THRESHOLD
-    libc.mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
+    """Training allocates the same tensors step after step: keep them on the heap (see
+    :mod:`filtershift.malloc`)."""
+    relax_malloc(64 * 2**20, 256 * 2**20)
 
 
 def build_model(spec: ModelSpec, directory: str) -> tuple[list[dict], list[dict], float]:
