@@ -157,7 +157,6 @@ def test_chunk_source_passes_equal_dask_array_passes(tmp_path):
     from filtershift.analysis.plan import make_plan
     from filtershift.bench import streaming as S
     from filtershift.bench.synthetic import ensure_database
-
     from filtershift.store import write_database
 
     db, _ = ensure_database(tmp_path, 30_000, log=None)

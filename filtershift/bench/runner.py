@@ -197,7 +197,7 @@ def _report(settings, db, plan, variants, skipped, runs: _Runs, load_seconds, bu
         "format": FORMAT,
         "settings": {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
         "database": {
-            "path": str(db.path), "n_filters": int(db.n_rows), "n_layers": int(len(db.layers)), "n_models": int(len(db.models)),
+            "path": str(db.path), "n_filters": int(db.n_rows), "n_layers": len(db.layers), "n_models": len(db.models),
             "bytes": int(db.n_rows * S.BYTES_PER_ROW), "chunk_rows": int(db.chunk_rows), "build_seconds": build_seconds,
             "groupings": [g.name for g in plan.groupings], "groupings_2d": [g.name for g in plan.groupings_2d],
         },

@@ -62,7 +62,7 @@ class PeakRSS:
             if self._stop.wait(self._interval):
                 return
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 

@@ -110,7 +110,12 @@ def ensure_database(data: Path, n_rows: int, seed: int = 0, log=print):
     import dask
     import dask.array as da
 
-    from filtershift.store import DEFAULT_CHUNK_ROWS, MODELS_TABLE, open_database, write_database
+    from filtershift.store import (
+        DEFAULT_CHUNK_ROWS,
+        MODELS_TABLE,
+        open_database,
+        write_database,
+    )
 
     path = database_path(data, n_rows, seed)
     if (path / MODELS_TABLE).exists():
