@@ -74,9 +74,48 @@ class Database:
         arr = da.from_zarr(str(self.path / FILTERS_STORE), component="layer", chunks=(chunk_rows or self.chunk_rows,))
         return arr[: self.n_rows]
 
+    def chunks(self) -> StoreChunks:
+        """The store as chunks each task reads itself (see :class:`StoreChunks`)."""
+        return StoreChunks(str(self.path / FILTERS_STORE), self.n_rows, self.chunk_rows)
+
     @property
     def results_dir(self) -> Path:
         return self.path / RESULTS_DIR
+
+
+_OPEN_GROUPS: dict[tuple, zarr.Group] = {}
+
+
+@dataclass(frozen=True)
+class StoreChunks:
+    """Store chunks read inside the task that uses them: ``read(b)`` returns chunk ``b`` as
+    (filters (n, 9) float32, layer_id (n,) int32). Small and picklable (a path, not the data).
+
+    Given two dask arrays from ``from_zarr``, every chunk's partial would depend on two separate
+    read tasks, which the distributed scheduler places independently, shipping chunks between
+    worker processes; reading both arrays in one task avoids that (measured in
+    ``filtershift/analysis/passes.py``, :class:`ChunkSource`).
+    """
+
+    path: str
+    n_rows: int
+    chunk_rows: int
+
+    def read(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        group = self._group()
+        lo, hi = block * self.chunk_rows, min((block + 1) * self.chunk_rows, self.n_rows)
+        return group["filters"][lo:hi], group["layer"][lo:hi]
+
+    def _group(self) -> zarr.Group:
+        # Opened once per process and store state: the metadata's mtime is in the key, so a worker
+        # that outlives an append never reads through stale array shapes.
+        stamp = os.stat(os.path.join(self.path, "filters", "zarr.json")).st_mtime_ns
+        key = (self.path, stamp)
+        group = _OPEN_GROUPS.get(key)
+        if group is None:
+            _OPEN_GROUPS.clear()
+            group = _OPEN_GROUPS[key] = zarr.open_group(self.path, mode="r")
+        return group
 
 
 def open_database(path: str | os.PathLike) -> Database:

@@ -73,24 +73,24 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
     (out / res.PROVENANCE_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end
     timing: dict[str, float] = {}
     t_start = time.perf_counter()
-    filters, layer_ids = db.filters(), db.layer_ids()
+    chunks = db.chunks()  # each pass task reads its own chunk of both arrays
     n_layers = plan.n_layers
     say(plan.describe())
 
     # READ 1 of the filters: the PCA fit.
     t = time.perf_counter()
     if plan.pca_method == "covariance":
-        moments = moments_pass(filters, layer_ids, plan.fit_blocks, plan.fit_lookup, plan.scaling)
+        moments = moments_pass(chunks, None, plan.fit_blocks, plan.fit_lookup, plan.scaling)
         pca = pca_from_moments(moments, plan.scaling, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
     else:
-        x = fit_rows(filters, layer_ids, plan.fit_blocks, plan.fit_lookup, plan.scaling)
+        x = fit_rows(db.filters(), db.layer_ids(), plan.fit_blocks, plan.fit_lookup, plan.scaling)
         pca = fit_incremental(x, plan.scaling, batch_size=db.chunk_rows, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
     timing["read_1_moments"] = time.perf_counter() - t
     say(f"read 1 (PCA, {plan.pca_method}): {timing['read_1_moments']:.1f} s; q = {np.round(pca.explained_variance_ratio, 4).tolist()}")
 
     # READ 2 of the filters: the coefficient range; per-layer means and max |w|.
     t = time.perf_counter()
-    rng = range_pass(filters, layer_ids, plan.blocks, plan.layer_lookup, plan.scaling, pca, n_layers)
+    rng = range_pass(chunks, None, plan.blocks, plan.layer_lookup, plan.scaling, pca, n_layers)
     timing["read_2_range"] = time.perf_counter() - t
     edges = bin_edges(rng.cmin.min(), rng.cmax.max(), plan.n_bins)
     edges_2d = np.stack([bin_edges(rng.cmin[k], rng.cmax[k], plan.n_bins_2d) for k in range(9)])
@@ -106,7 +106,7 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
         n_groups_2d=(1,) + tuple(g.n_groups for g in groupings_2d),
         max_abs=rng.max_abs, layer_mean=rng.sums / np.maximum(rng.n, 1)[:, None],
     )
-    hist = histogram_pass(filters, layer_ids, plan.blocks, ctx, n_layers)
+    hist = histogram_pass(chunks, None, plan.blocks, ctx, n_layers)
     timing["read_3_histograms"] = time.perf_counter() - t
     say(f"read 3 (histograms + layer statistics): {timing['read_3_histograms']:.1f} s")
 

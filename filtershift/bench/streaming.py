@@ -115,38 +115,11 @@ def histogram_context(plan: AnalysisPlan, pca, rng: P.RangeResult) -> P.Histogra
 # ----------------------------------------------------------------------------------------------
 # The passes through dask (what `analyze` runs)
 
-_GROUPS: dict[str, object] = {}
-
-
-@dataclass(frozen=True)
-class ZarrChunks:
-    """A :class:`filtershift.analysis.passes.ChunkSource` over a database's store: each task reads
-    its own chunk (both arrays). Belongs in ``filtershift/store.py`` (``Database.chunks()``); here
-    until it moves there."""
-
-    path: str
-    n_rows: int
-    chunk_rows: int
-
-    def read(self, block: int) -> tuple[np.ndarray, np.ndarray]:
-        import zarr
-
-        group = _GROUPS.get(self.path)
-        if group is None:  # opened once per process
-            group = _GROUPS[self.path] = zarr.open_group(self.path, mode="r")
-        lo, hi = block * self.chunk_rows, min((block + 1) * self.chunk_rows, self.n_rows)
-        return group["filters"][lo:hi], group["layer"][lo:hi]
-
-
-def chunk_source(db) -> ZarrChunks:
-    return ZarrChunks(str(db.path / "filters.zarr"), int(db.n_rows), int(db.chunk_rows))
-
-
 def dask_pass(name: str, db, inputs: Inputs, chunks: bool = False) -> object:
     """Pass ``name`` as ``analyze`` runs it: on the two dask arrays of the store, or (``chunks``)
     reading each chunk inside its task."""
     plan = inputs.plan
-    filters, lids = (chunk_source(db), None) if chunks else (db.filters(), db.layer_ids())
+    filters, lids = (db.chunks(), None) if chunks else (db.filters(), db.layer_ids())
     if name == "moments":
         return P.moments_pass(filters, lids, plan.fit_blocks, plan.fit_lookup, plan.scaling)
     if name == "range":
