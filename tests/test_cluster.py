@@ -131,8 +131,8 @@ def test_attach_to_an_existing_scheduler_and_leave_it_running(running_cluster, t
     keys = task_prefixes(scheduler_file)
     for prefix in ("extract-", "consolidate-chunk-"):
         assert any(k.startswith(prefix) for k in keys), (prefix, keys)
-    for read in ("moments_block", "range_block", "histogram_block"):  # fused: chunk-combine-aggregate-<read>-finalize-...
-        assert any(read in k for k in keys), (read, keys)
+    for read in ("pca-moments", "coefficient-range", "histograms"):  # the three reads of analyze
+        assert any(k.startswith(read) for k in keys), (read, keys)
     assert {k for k in keys if k.startswith("extract-")} >= {"extract-a-1", "extract-b-2"}
 
 

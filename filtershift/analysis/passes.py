@@ -389,7 +389,7 @@ class ChunkSource(Protocol):
 
 
 def map_reduce(filters: da.Array | ChunkSource, layer_ids: da.Array | None, block_fn: Callable, ctx, merge: Callable,
-               split_every: int = SPLIT_EVERY, blocks: tuple[int, ...] | None = None) -> da.Array:
+               split_every: int = SPLIT_EVERY, blocks: tuple[int, ...] | None = None, label: str = "") -> da.Array:
     """One partial per chunk (``block_fn(x, layer_id, ctx)``), tree-merged to a (1,) object array.
     ``filters`` is a dask array (with ``layer_ids``) or a :class:`ChunkSource` (then ``blocks``
     names the chunks to read)."""
@@ -401,9 +401,12 @@ def map_reduce(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bloc
         )
     else:
         index = da.from_array(np.asarray(blocks, dtype=np.int64), chunks=1)
+        source = dask.delayed(filters, pure=True)
+        # readable task names in the dashboard's task stream: <label>-<token> ("pca-moments-…")
+        token = dask.base.tokenize(index, source, block_fn, ctx_value)
         parts = da.map_blocks(
-            _read_and_run, index, dask.delayed(filters, pure=True), block_fn, ctx_value,
-            dtype=object, meta=np.empty((0,), dtype=object),
+            _read_and_run, index, source, block_fn, ctx_value,
+            dtype=object, meta=np.empty((0,), dtype=object), name=f"{label or block_fn.__name__}-{token}",
         )
 
     def combine(xs, axis=None, keepdims=None):
@@ -418,7 +421,7 @@ def map_reduce(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bloc
 
     return da.reduction(
         parts, chunk, combine, combine=combine, axis=0, keepdims=True, concatenate=False,
-        dtype=object, split_every=split_every, meta=np.empty((0,), dtype=object),
+        dtype=object, split_every=split_every, meta=np.empty((0,), dtype=object), name=f"{label}-merge" if label else None,
     )
 
 
@@ -452,7 +455,7 @@ def _compute_one(reduced: da.Array):
 def moments_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, blocks: tuple[int, ...], fit_lookup: np.ndarray, scaling: str) -> Moments:
     """READ 1 of the filters: the moments the exact (covariance) PCA is computed from."""
     x, lid = _inputs(filters, layer_ids, blocks)
-    return _compute_one(map_reduce(x, lid, moments_block, FitContext(fit_lookup, scaling), _merge_moments, blocks=blocks))
+    return _compute_one(map_reduce(x, lid, moments_block, FitContext(fit_lookup, scaling), _merge_moments, blocks=blocks, label="pca-moments"))
 
 
 def fit_rows(filters: da.Array, layer_ids: da.Array, blocks: tuple[int, ...], fit_lookup: np.ndarray, scaling: str) -> da.Array:
@@ -474,7 +477,7 @@ def range_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bloc
     """READ 2 of the filters: coefficient range per component; per layer n, sums and max |w|."""
     x, lid = _inputs(filters, layer_ids, blocks)
     ctx = RangeContext(layer_lookup, scaling, pca.mean, pca.components)
-    cmin, cmax, layers = _compute_one(map_reduce(x, lid, range_block, ctx, _merge_range, blocks=blocks))
+    cmin, cmax, layers = _compute_one(map_reduce(x, lid, range_block, ctx, _merge_range, blocks=blocks, label="coefficient-range"))
     dense = layers.dense(n_layers)
     return RangeResult(cmin=cmin, cmax=cmax, n=dense["n"], sums=dense["sums"], max_abs=dense["max_abs"])
 
@@ -482,7 +485,7 @@ def range_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bloc
 def histogram_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, blocks: tuple[int, ...], ctx: HistogramContext, n_layers: int) -> HistogramResult:
     """READ 3 of the filters: per-layer coefficient counts and statistics sums; 2-D histograms."""
     x, lid = _inputs(filters, layer_ids, blocks)
-    layers, hist2d = _compute_one(map_reduce(x, lid, histogram_block, ctx, _merge_histograms, blocks=blocks))
+    layers, hist2d = _compute_one(map_reduce(x, lid, histogram_block, ctx, _merge_histograms, blocks=blocks, label="histograms"))
     hist2d = tuple(np.asarray(h, dtype=np.int64) for h in hist2d)
     dense = layers.dense(n_layers)
     return HistogramResult(
