@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -31,7 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DropAllExit(logging.Filter):
+    """After Ctrl-C, distributed leaves the interrupted gather's coroutines behind; they end in
+    ``AllExit``, which asyncio logs as "Task exception was never retrieved" with a traceback, at a
+    moment that depends on garbage collection. Nothing is lost: drop exactly those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "AllExit" and "AllExit" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not any(isinstance(f, _DropAllExit) for f in logging.getLogger("asyncio").filters):
+        logging.getLogger("asyncio").addFilter(_DropAllExit())
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -93,3 +93,13 @@ def export_onnx(model: nn.Module, path: Path, **kwargs) -> None:
         # The legacy (TorchScript-based) exporter is deprecated; the dynamo one needs onnxscript.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, torch.randn(1, 3, 8, 8, dtype=dtype), str(path), dynamo=False, **kwargs)
+
+
+def tiny_manifest(folder: Path) -> Path:
+    """Two tiny PyTorch checkpoints and their manifest (100 3x3 filters in all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3)).state_dict(), folder / "a.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 8, 1)).state_dict(), folder / "b.pt")
+    (folder / "manifest.csv").write_text("path,task\na.pt,classification\nb.pt,segmentation\n")
+    return folder / "manifest.csv"

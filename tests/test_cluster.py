@@ -13,19 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.nets import tiny_manifest
+
 DASK = str(Path(sys.executable).with_name("dask"))
-
-
-def tiny_manifest(folder: Path) -> Path:
-    """Two tiny PyTorch checkpoints and their manifest (100 3x3 filters in all)."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3)).state_dict(), folder / "a.pt")
-    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 8, 1)).state_dict(), folder / "b.pt")
-    (folder / "manifest.csv").write_text("path,task\na.pt,classification\nb.pt,segmentation\n")
-    return folder / "manifest.csv"
 
 
 def free_port() -> int:

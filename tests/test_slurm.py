@@ -29,6 +29,7 @@ from filtershift.slurm import (
     packaged_defaults,
     resolve_slurm_settings,
 )
+from tests.nets import tiny_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -231,18 +232,6 @@ def slurm_config(tmp_path) -> tuple[str, Path]:
     name = f"fs-{uuid.uuid4().hex[:8]}"
     path = write_config(tmp_path / "slurm.yaml", job_name=name, memory="1GiB", walltime="00:10:00", log_directory=str(tmp_path / "slurm-logs"))
     return name, path
-
-
-def tiny_manifest(folder: Path) -> Path:
-    """Two tiny PyTorch checkpoints and their manifest (100 3x3 filters in all)."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3)).state_dict(), folder / "a.pt")
-    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 8, 1)).state_dict(), folder / "b.pt")
-    (folder / "manifest.csv").write_text("path,task\na.pt,classification\nb.pt,segmentation\n")
-    return folder / "manifest.csv"
 
 
 @needs_slurm

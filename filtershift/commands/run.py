@@ -58,14 +58,6 @@ def run(args) -> int:
         except StageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            # distributed leaves the interrupted gather's coroutines behind; when the client closes
-            # they end in AllExit, which asyncio logs as "Task exception was never retrieved" with a
-            # traceback per task. Nothing is lost: silence that while the cluster shuts down.
-            import logging
-
-            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-            raise
         finally:
             if progress is not None:
                 progress.close()
