@@ -26,14 +26,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from filtershift.extract import plan_extraction, run_extraction
-    from filtershift.manifest import ManifestError, read_manifest
+    from filtershift.manifest import read_manifest
 
     args.db = args.db.absolute()  # workers may run in another folder (an existing scheduler)
-    try:
-        entries = read_manifest(args.manifest)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    entries = read_manifest(args.manifest)  # a ManifestError is printed by cli.main (exit 2)
     try:
         plan = plan_extraction(entries, args.db)
         print(plan.describe(), file=sys.stderr)
@@ -51,9 +47,6 @@ def run(args) -> int:
             raise
         print(f"error: {store.storage_error_message(args.db, exc)}", file=sys.stderr)
         return 3
-    except store.DatabaseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     counts = report.statuses["status"].value_counts().to_dict()
     print(
         f"extracted {report.n_new_models} new model(s), {report.n_new_filters:,} filters in {report.seconds:.1f} s "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -14,12 +13,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from filtershift.info import summarize
-    from filtershift.store import DatabaseError, open_database
+    from filtershift.store import open_database
 
-    try:
-        db = open_database(args.db)
-    except DatabaseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summarize(db))
+    print(summarize(open_database(args.db)))  # a DatabaseError is printed by cli.main (exit 2)
     return 0
