@@ -35,38 +35,6 @@ def bin_indices(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return idx
 
 
-def bin_indices_inside(values: np.ndarray, first: np.ndarray | float, last: np.ndarray | float, edges: np.ndarray, n: int) -> np.ndarray:
-    """:func:`bin_indices` for values known to lie inside ``[first, last]`` (clipped, no NaN), fast.
-
-    ``values`` is (rows, k); ``first``/``last`` are scalars or (k,) and ``edges`` is (n + 1,) or
-    (k, n + 1) (then column j uses ``edges[j]``). The result is ``numpy.histogram``'s bin: the ``i``
-    with ``edges[i] <= v < edges[i + 1]`` (the last bin closed). The bin is read off
-    ``(v - first) * n / (last - first)``; that is off by one at most where the value lies within a
-    few ulps of an edge, so only values whose fractional bin position is within 1e-6 of an
-    integer (about 2 in a million) are re-binned against the edges themselves (``searchsorted``).
-    Measured on (8192, 9) sub-blocks: 2.3x faster than the same corrections applied to every value
-    with two edge gathers (as ``numpy.histogram`` and :func:`bin_indices` do).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    k = values.shape[1]
-    t = values - first
-    t *= n / np.subtract(last, first)
-    idx = t.astype(np.intp)
-    t -= idx  # fractional position inside the bin
-    suspect = t < 1e-6
-    suspect |= t > 1.0 - 1e-6
-    np.minimum(idx, n - 1, out=idx)  # the right edge belongs to the last bin
-    where = np.flatnonzero(suspect)
-    if len(where):
-        flat_idx, flat_values = idx.reshape(-1), values.reshape(-1)
-        cols = where % k
-        for j in np.unique(cols):
-            sel = where[cols == j]
-            e = edges[j] if np.ndim(edges) == 2 else edges
-            flat_idx[sel] = np.minimum(np.searchsorted(e, flat_values[sel], side="right") - 1, n - 1)
-    return idx
-
-
 def distributions(mass: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Per group and component, the distribution D is computed from: density of ``mass`` (counts
     or weights, last axis = bins), empty bins set to float32 eps in density units, then normalised

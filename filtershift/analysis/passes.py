@@ -25,8 +25,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from filtershift.analysis.histograms import bin_indices_inside
-from filtershift.analysis.pca import Moments, prepare, row_absmax, row_range
+from filtershift.analysis.counting import count_rows, symmetrise
+from filtershift.analysis.pca import Moments, prepare, row_absmax
 from filtershift.analysis.results import PCAResult
 from filtershift.malloc import relax_malloc
 
@@ -240,15 +240,15 @@ def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray
 
 def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np.ndarray:
     """Per-layer 1-D counts and statistics sums, and the 2-D histograms of every 2-D grouping, of
-    one store chunk, fused over sub-blocks of :data:`SUB_ROWS` rows (see there).
+    one store chunk: numpy projects sub-blocks of :data:`SUB_ROWS` rows (as READ 2 does), the fused
+    loop of :func:`filtershift.analysis.counting.count_rows` counts them.
 
-    Codes for ``bincount`` are relative to the sub-block's own layer range, so the counting costs
-    the rows, not the layers. The 2-D histograms do not cost one pass per grouping: each layer's
-    tuple of group codes (one per grouping) is a "combination"; the chunk is counted once per
-    (combination, pair, bin, bin) and each grouping's histogram is the sum of its combinations'
-    (a chunk touches a few combinations: the layers of one or a few models). Only when a chunk
-    touches so many combinations that their dense histograms outweigh its codes (more than 64
-    for a full chunk) is it counted per grouping instead.
+    The 2-D histograms do not cost one count per grouping: each layer's tuple of group codes (one
+    per grouping) is a "combination"; a row is counted once per pair into its combination's
+    histogram and each grouping's histogram is the sum of its combinations' (a chunk touches a few
+    combinations: the layers of one or a few models). Only when a chunk touches so many
+    combinations that their dense histograms outweigh its rows (more than 64 for a full chunk) is
+    each row counted once per grouping instead.
     """
     _relax_malloc()
     x, pos = _select(x, lid, ctx.layer_lookup)
@@ -256,87 +256,66 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
         return _wrap(None)
     n_rows = len(x)
     n_bins = len(ctx.edges) - 1
-    e_lo, e_hi = ctx.edges[0], ctx.edges[-1]
     lo = int(pos.min())
     nl = int(pos.max()) - lo + 1
-    per_layer = 9 * n_bins
-    counts = np.zeros(nl * per_layer, dtype=np.int64)
+    local = pos - lo
+    counts = np.zeros((nl, 9, n_bins), dtype=np.int64)
     n = np.zeros(nl, dtype=np.int64)
     range_sum = np.zeros(nl)
     n_sparse = np.zeros(nl, dtype=np.int64)
     scatter = np.zeros((nl, 9, 9))
-    comp_offsets = np.arange(9) * n_bins
+    max_abs = np.ascontiguousarray(ctx.max_abs[lo : lo + nl])
+    layer_mean = np.ascontiguousarray(ctx.layer_mean[lo : lo + nl])
 
-    two_d = bool(ctx.group_codes_2d)
-    if two_d:
-        b2 = ctx.edges_2d.shape[1] - 1
-        n_pairs = len(ctx.pairs)
-        cells = n_pairs * b2 * b2
-        used = np.unique(ctx.pairs)
-        col = {int(k): i for i, k in enumerate(used)}
-        pair_i = np.array([col[int(a)] for a in ctx.pairs[:, 0]], dtype=np.intp)
-        pair_j = np.array([col[int(b)] for b in ctx.pairs[:, 1]], dtype=np.intp)
-        pair_offsets = np.arange(n_pairs) * (b2 * b2)
-        edges_2d = ctx.edges_2d[used]
-        first_2d, last_2d = edges_2d[:, 0], edges_2d[:, -1]
+    groupings = len(ctx.group_codes_2d)
+    n_pairs = len(ctx.pairs)
+    b2 = ctx.edges_2d.shape[1] - 1
+    cells = n_pairs * b2 * b2
+    used = np.unique(ctx.pairs).astype(np.intp)
+    col = {int(k): i for i, k in enumerate(used)}
+    pair_i = np.array([col[int(a)] for a in ctx.pairs[:, 0]], dtype=np.intp)
+    pair_j = np.array([col[int(b)] for b in ctx.pairs[:, 1]], dtype=np.intp)
+    edges_2d = np.ascontiguousarray(ctx.edges_2d[used])
+    if groupings:
         layer_groups = np.stack([g[lo : lo + nl] for g in ctx.group_codes_2d], axis=1)
         combos, combo_of_layer = np.unique(layer_groups, axis=0, return_inverse=True)
-        combo_of_layer = combo_of_layer.ravel()
         by_combination = len(combos) * cells <= n_rows * n_pairs
-        codes2 = np.empty((n_rows, n_pairs), dtype=np.intp)
+        if by_combination:
+            targets = combo_of_layer.reshape(nl, 1).astype(np.intp)
+            n_hist = len(combos)
+        else:
+            offsets = np.cumsum((0,) + ctx.n_groups_2d[:-1])
+            targets = (layer_groups + offsets).astype(np.intp)
+            n_hist = int(sum(ctx.n_groups_2d))
+    else:
+        used = used[:0]
+        targets = np.zeros((nl, 0), dtype=np.intp)
+        n_hist = 0
+    hist2d = np.zeros((n_hist, n_pairs, b2, b2), dtype=np.int64)
 
     for s in range(0, n_rows, SUB_ROWS):
         raw = np.asarray(x[s : s + SUB_ROWS], dtype=np.float64)
-        ps = pos[s : s + SUB_ROWS]
-        local = ps - lo
-        l0, l1 = int(local.min()), int(local.max())
         absmax = row_absmax(raw)
         c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
-        # Clip to the range READ 2 found (a no-op unless the projection differs in the last bit).
-        np.clip(c, e_lo, e_hi, out=c)
-        idx = bin_indices_inside(c, e_lo, e_hi, ctx.edges, n_bins)
-        idx += ((local - l0) * per_layer)[:, None] + comp_offsets
-        counts[l0 * per_layer : (l1 + 1) * per_layer] += np.bincount(idx.ravel(), minlength=(l1 - l0 + 1) * per_layer)
-
-        starts, seg = _segments(ps)
-        seg = seg - lo
-        np.add.at(n, seg, np.diff(np.append(starts, len(raw))))
-        np.add.at(range_sum, seg, np.add.reduceat(row_range(raw), starts))
-        sparse = absmax < 0.01 * ctx.max_abs[ps]  # all 9 |w| below the threshold <=> their max is
-        np.add.at(n_sparse, seg, np.add.reduceat(sparse.astype(np.int64), starts))
-        d = raw - ctx.layer_mean[ps]
-        scatter[l0 : l1 + 1] += _seg_scatter(d, starts, seg - l0, l1 - l0 + 1)
-
-        if two_d:
-            v = np.clip(c[:, used], first_2d, last_2d)
-            idx2 = bin_indices_inside(v, first_2d, last_2d, edges_2d, b2)
-            pc = codes2[s : s + SUB_ROWS]
-            np.multiply(idx2[:, pair_i], b2, out=pc)
-            pc += idx2[:, pair_j]
-            pc += pair_offsets
-            if by_combination:
-                pc += (combo_of_layer[local] * cells)[:, None]
+        count_rows(raw, c, local[s : s + SUB_ROWS], absmax, ctx.edges, max_abs, layer_mean, used, edges_2d,
+                   pair_i, pair_j, targets, counts, n, range_sum, n_sparse, scatter, hist2d)
 
     layers = LayerArrays(
         lo,
-        {"counts": counts.reshape(nl, 9, n_bins).astype(np.int32), "n": n, "range_sum": range_sum, "n_sparse": n_sparse, "scatter": scatter},
+        {"counts": counts.astype(np.int32), "n": n, "range_sum": range_sum, "n_sparse": n_sparse, "scatter": symmetrise(scatter)},
         {"counts": "sum", "n": "sum", "range_sum": "sum", "n_sparse": "sum", "scatter": "sum"},
     )
-    hist2d = []
-    if two_d:
+    out = []
+    for g, n_groups in enumerate(ctx.n_groups_2d):
         if by_combination:
-            h_combo = np.bincount(codes2.ravel(), minlength=len(combos) * cells).reshape(len(combos), cells)
-        for g, (codes_of_layer, n_groups) in enumerate(zip(ctx.group_codes_2d, ctx.n_groups_2d)):
-            if by_combination:
-                h = np.zeros((n_groups, cells), dtype=np.int64)
-                for k, group in enumerate(combos[:, g]):  # a loop: np.add.at over rows was 25 ms a chunk
-                    h[group] += h_combo[k]
-            else:
-                full = codes2 + (codes_of_layer[pos] * cells)[:, None]
-                h = np.bincount(full.ravel(), minlength=n_groups * cells)
-            # int32 between tasks (a chunk has < 2**31 rows); merges sum in int64.
-            hist2d.append(h.astype(np.int32).reshape(n_groups, n_pairs, b2, b2))
-    return _wrap((layers, tuple(hist2d)))
+            h = np.zeros((n_groups,) + hist2d.shape[1:], dtype=np.int64)
+            for k, group in enumerate(combos[:, g]):
+                h[group] += hist2d[k]
+        else:
+            h = hist2d[offsets[g] : offsets[g] + n_groups]
+        # int32 between tasks (a chunk has < 2**31 rows); merges sum in int64.
+        out.append(h.astype(np.int32))
+    return _wrap((layers, tuple(out)))
 
 
 # ----------------------------------------------------------------------------------------------
