@@ -1,4 +1,4 @@
-"""The fused counting loop of READ 3 against numpy: ``numpy.histogram`` / ``histogram2d`` bins for
+"""The fused loops of READ 2 and READ 3 against numpy: ``numpy.histogram`` / ``histogram2d`` bins for
 values on, and one ulp beside, every edge, and the layer statistics' sums row by row."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filtershift.analysis.counting import count_rows, symmetrise
+from filtershift.analysis.counting import count_rows, range_rows, symmetrise
 from filtershift.analysis.histograms import bin_edges
 
 N_BINS, B2 = 70, 16
@@ -79,3 +79,24 @@ def test_values_on_the_right_edge_fall_in_the_last_bin():
     got = _count(raw, c, np.zeros(3, np.intp), edges, edges_2d, np.zeros((1, 1), np.intp), 1, np.ones(1), np.zeros((1, 9)))
     assert (got["counts"][0, :, -1] == 2).all() and (got["counts"][0, :, 0] == 1).all()
     assert (got["hist2d"][0, :, -1, -1] == 2).all() and (got["hist2d"][0, :, 0, 0] == 1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 500), st.integers(1, 6), st.integers(1, 9))
+def test_range_rows_are_column_extremes_and_layer_sums(seed, n_rows, nl, k):
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(size=(n_rows, 9)) * rng.choice([0.0, 1.0, 50.0], size=(n_rows, 1))
+    c = rng.normal(size=(n_rows, k)) * 10
+    local = np.sort(rng.integers(0, nl, n_rows))
+    cmin, cmax = np.full(k, np.inf), np.full(k, -np.inf)
+    n, sums, max_abs = np.zeros(nl, np.int64), np.zeros((nl, 9)), np.zeros(nl)
+    half = n_rows // 2  # two calls, as two sub-blocks
+    for rows in (slice(0, half), slice(half, n_rows)):
+        range_rows(raw[rows], c[rows], local[rows], np.abs(raw[rows]).max(axis=1), cmin, cmax, n, sums, max_abs)
+    np.testing.assert_array_equal(cmin, c.min(axis=0))
+    np.testing.assert_array_equal(cmax, c.max(axis=0))
+    np.testing.assert_array_equal(n, np.bincount(local, minlength=nl))
+    for layer in range(nl):
+        rows = raw[local == layer]
+        np.testing.assert_allclose(sums[layer], rows.sum(axis=0), rtol=1e-12, atol=1e-12)
+        assert max_abs[layer] == np.abs(rows).max(initial=0.0)

@@ -1,7 +1,8 @@
-"""Fused per-row counting of READ 3 (numba): one loop over the rows of a sub-block does what took
-some twenty numpy calls and their temporaries: the 1-D bin of every coefficient, each row's cells of
-the 2-D histograms, and the layer statistics' sums (n, range, sparse filters, scatter about the
-layer mean). Pure: arrays in, arrays updated in place.
+"""Fused per-row loops of READ 2 and READ 3 (numba). In READ 3 one loop over the rows of a
+sub-block does what took some twenty numpy calls and their temporaries: the 1-D bin of every
+coefficient, each row's cells of the 2-D histograms, and the layer statistics' sums (n, range,
+sparse filters, scatter about the layer mean); in READ 2 one loop takes the coefficient range and
+the per-layer n, sums and max |w|. Pure: arrays in, arrays updated in place.
 
 The coefficients themselves are projected by numpy (BLAS) in the caller, exactly as READ 2 projects
 them, so the bin edges READ 2 found and the values binned here are the same numbers. The bin is
@@ -11,11 +12,17 @@ value lies within a few ulps of an edge, so values whose fractional position is 
 integer (about 2 in a million) are re-binned against the edges themselves (``searchsorted``).
 
 Why numba (already installed: datashader needs it): measured on 5 chunks of (262144, 9) of the
-20M bench database, one thread, old and new interleaved, medians of 25: the numpy block (bincounts
-of computed codes, ``np.add.at``/``reduceat`` segment sums, per-segment BLAS scatter) took 114 ms
-a chunk, the block with this loop 68 ms (1.7x), of which 38 ms is this loop and the rest numpy's
-projection. Compiled once per process and cached on disk (``cache=True``); ``nogil`` lets the
-threaded scheduler run two blocks at once.
+20M bench database, one thread, old and new interleaved, medians of 25 (5 chunks x 5 runs):
+
+- READ 3's block: 114-127 ms a chunk with numpy (bincounts of computed codes, ``np.add.at`` /
+  ``reduceat`` segment sums, per-segment BLAS scatter), 68-71 ms with this loop (1.7-1.8x), of
+  which 38 ms is the loop and the rest numpy's projection;
+- READ 2's block: 38.5 ms with numpy (column reductions, ``np.add.at`` / ``reduceat``), 22.5 ms
+  with its loop (1.7x).
+
+Compiled once per process (2.4 s) and cached on disk (``cache=True``: 0.5 s to load); ``nogil``
+lets the threaded scheduler run two blocks at once. Arrays are never passed to a helper inside
+the row loops: each such call costs two atomic reference-count updates (measured: 6x slower).
 """
 
 from __future__ import annotations
@@ -83,9 +90,8 @@ def count_rows(
             # clipped to READ 2's range: a no-op unless a value differs from READ 2's in the last bit
             v = min(max(c[r, k], first), last)
             c1[k] = v
-            # The bin read off the scaled position, written out here and below rather than in a
-            # helper: a helper taking the edges array costs two reference-count updates a call
-            # (measured: 6x slower). The array is passed only on the rare re-binning path.
+            # the bin read off the scaled position, written out here and below (not in a helper,
+            # see the module docstring); the edges travel to _search only on the rare path
             t = (v - first) * scale
             b = int(t)
             f = t - b
@@ -112,6 +118,30 @@ def count_rows(
                 h = targets[layer, t]
                 for p in range(len(pair_i)):
                     hist2d[h, p, bins_2d[pair_i[p]], bins_2d[pair_j[p]]] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def range_rows(
+    raw: np.ndarray,  # (r, 9) float64: the filters as stored
+    c: np.ndarray,  # (r, k) float64: their PCA coefficients
+    local: np.ndarray,  # (r,) int: layer position relative to the chunk's first layer
+    absmax: np.ndarray,  # (r,) float64: max |w| of each row
+    cmin: np.ndarray,  # out (k,) running minimum of each coefficient
+    cmax: np.ndarray,  # out (k,) running maximum
+    n: np.ndarray,  # out (nl,) int64
+    sums: np.ndarray,  # out (nl, 9) float64
+    max_abs: np.ndarray,  # out (nl,) float64
+) -> None:
+    """Add the rows of one sub-block to the coefficient range and the per-layer n, sums, max |w|."""
+    for r in range(raw.shape[0]):
+        layer = local[r]
+        n[layer] += 1
+        max_abs[layer] = max(max_abs[layer], absmax[r])
+        for k in range(raw.shape[1]):
+            sums[layer, k] += raw[r, k]
+        for k in range(c.shape[1]):
+            cmin[k] = min(cmin[k], c[r, k])
+            cmax[k] = max(cmax[k], c[r, k])
 
 
 def symmetrise(scatter: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from filtershift.analysis.counting import count_rows, symmetrise
+from filtershift.analysis.counting import count_rows, range_rows, symmetrise
 from filtershift.analysis.pca import Moments, prepare, row_absmax
 from filtershift.analysis.results import PCAResult
 from filtershift.malloc import relax_malloc
@@ -37,7 +37,6 @@ SPLIT_EVERY = 8
 # (262144, 9) block of the histogram arithmetic, 4096-8192-row slices ran 2.3-2.6x faster than
 # the whole block at once, 1024 rows 1.4x slower than 8192 (per-call overhead), 16384 1.1x slower.
 SUB_ROWS = 8192
-_TRIU = np.triu_indices(9)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,42 +83,6 @@ class LayerArrays:
             full[self.lo : self.hi] = a
             out[name] = full
         return out
-
-
-def _segments(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts of the runs of equal ``pos`` and each run's value (rows of a layer are contiguous)."""
-    starts = np.concatenate([[0], np.flatnonzero(pos[1:] != pos[:-1]) + 1])
-    return starts, pos[starts]
-
-
-def _seg_sum(values: np.ndarray, starts: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
-    sums = np.add.reduceat(values, starts, axis=0)
-    out = np.zeros((n,) + values.shape[1:], dtype=sums.dtype)
-    np.add.at(out, seg, sums)
-    return out
-
-
-def _seg_max(values: np.ndarray, starts: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
-    maxima = np.maximum.reduceat(values, starts, axis=0)
-    out = np.zeros((n,) + values.shape[1:], dtype=maxima.dtype)
-    np.maximum.at(out, seg, maxima)
-    return out
-
-
-def _seg_scatter(d: np.ndarray, starts: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
-    """Per segment ``dᵀd`` (9 x 9): BLAS per segment when few, else pairwise segment sums."""
-    out = np.zeros((n, 9, 9))
-    if len(starts) <= 64:
-        bounds = np.append(starts, len(d))
-        for k in range(len(starts)):
-            block = d[bounds[k] : bounds[k + 1]]
-            out[seg[k]] += block.T @ block
-        return out
-    for i, j in zip(*_TRIU):
-        s = _seg_sum(d[:, i] * d[:, j], starts, seg, n)
-        out[:, i, j] = s
-        out[:, j, i] = s
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,17 +186,12 @@ def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray
     max_abs = np.zeros(nl)
     cmin = np.full(len(ctx.components), np.inf)
     cmax = np.full(len(ctx.components), -np.inf)
+    local = pos - lo
     for s in range(0, len(x), SUB_ROWS):
         raw = np.asarray(x[s : s + SUB_ROWS], dtype=np.float64)
-        starts, seg = _segments(pos[s : s + SUB_ROWS])
-        seg = seg - lo
         absmax = row_absmax(raw)
         c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
-        np.minimum(cmin, c.min(axis=0), out=cmin)
-        np.maximum(cmax, c.max(axis=0), out=cmax)
-        np.add.at(n, seg, np.diff(np.append(starts, len(raw))))
-        np.add.at(sums, seg, np.add.reduceat(raw, starts, axis=0))
-        np.maximum.at(max_abs, seg, np.maximum.reduceat(absmax, starts))
+        range_rows(raw, c, local[s : s + SUB_ROWS], absmax, cmin, cmax, n, sums, max_abs)
     layers = LayerArrays(lo, {"n": n, "sums": sums, "max_abs": max_abs}, {"n": "sum", "sums": "sum", "max_abs": "max"})
     return _wrap((cmin, cmax, layers))
 
