@@ -6,8 +6,9 @@ layers) from a bench report's measured per-core throughput.
 Per read, the time is the larger of the CPU time (filters / (filters per CPU-second x cores)) and
 the I/O time (bytes / bandwidth): 1.46e9 filters are 52.7 GB of float32 plus 5.9 GB of layer ids,
 more than this machine's page cache, so every read comes from disk. The per-core rate is the one of
-the ``dask_processes`` variant (CPU seconds of the workers and the scheduler: dask's overhead is
-in it). Scheduling adds about 1 ms per task on one scheduler (5,588 chunks a read).
+the ``dask_processes_chunks`` variant, what ``analyze`` runs (CPU seconds of the workers and the
+scheduler: dask's overhead is in it). Scheduling adds about 1 ms per task on one scheduler (5,588
+chunks a read).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ CHUNK_ROWS = 262_144
 TASK_OVERHEAD_S = 1e-3
 
 
-def estimate(report: dict, cores: int, bandwidth_gbps: float, n: int = FULL_N, variant: str = "dask_processes") -> dict:
+def estimate(report: dict, cores: int, bandwidth_gbps: float, n: int = FULL_N, variant: str = "dask_processes_chunks") -> dict:
     per_pass = {}
     tasks = math.ceil(n / CHUNK_ROWS)
     for name, p in report["passes"].items():
