@@ -246,6 +246,7 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
             targets = (layer_groups + offsets).astype(np.intp)
             n_hist = int(sum(ctx.n_groups_2d))
     else:
+        by_combination = False
         used = used[:0]
         targets = np.zeros((nl, 0), dtype=np.intp)
         n_hist = 0

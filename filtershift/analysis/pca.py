@@ -27,15 +27,6 @@ def row_absmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def row_range(x: np.ndarray) -> np.ndarray:
-    """max - min of every row (column loop, see :func:`row_absmax`)."""
-    hi, lo = x[:, 0].copy(), x[:, 0].copy()
-    for k in range(1, x.shape[1]):
-        np.maximum(hi, x[:, k], out=hi)
-        np.minimum(lo, x[:, k], out=lo)
-    return hi - lo
-
-
 def scale_filters(x: np.ndarray, absmax: np.ndarray | None = None) -> np.ndarray:
     """Each row divided by its own max |w| (float64); all-zero rows stay zero (divided by 1)."""
     x = np.asarray(x, dtype=np.float64)
