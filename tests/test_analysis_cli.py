@@ -16,6 +16,11 @@ from filtershift.store import write_database
 
 @pytest.fixture(scope="module")
 def small_db(tmp_path_factory):
+    return _write_small_db(tmp_path_factory.mktemp("cli") / "db")
+
+
+def _write_small_db(path, poison: dict | None = None):
+    """Six layers of three models; ``poison`` sets single weights ({(row, column): value})."""
     rng = np.random.default_rng(7)
     sizes = [40, 90, 30, 120, 60, 75]
     starts = np.cumsum([0] + sizes[:-1])
@@ -31,7 +36,8 @@ def small_db(tmp_path_factory):
         "family": ["resnet", "vgg", "resnet"], "n_layers": 2, "n_filters": 0, "status": "ok", "error": "",
     })
     filters = rng.normal(size=(sum(sizes), 9)).astype(np.float32) * rng.uniform(0.1, 1, size=(sum(sizes), 1)).astype(np.float32)
-    path = tmp_path_factory.mktemp("cli") / "db"
+    for (row, col), value in (poison or {}).items():
+        filters[row, col] = value
     with dask.config.set(scheduler="sync"):
         write_database(path, filters, models, layers, chunk_rows=128)
     return path
@@ -58,6 +64,18 @@ def test_analyze_bad_input_exits_2(small_db, capsys):
     assert "no column colour" in capsys.readouterr().err
     with pytest.raises(ResultsError, match="filtershift analyze"):
         load_results(small_db, "never")
+
+
+def test_analyze_refuses_nan_and_inf_filters_naming_their_layers(tmp_path, capsys):
+    # rows 5 and 300: layers 0 (decile 0) and 4 (decile 0); a store extract would never write
+    db = _write_small_db(tmp_path / "db", poison={(5, 2): np.nan, (300, 7): np.inf})
+    assert main(["analyze", str(db), "--threads", "--fit-on", "depth_decile == 9"]) == 2
+    err = capsys.readouterr().err
+    assert "2 filter(s) in layer 0 (c0 of model 0), layer 4 (c0 of model 2) hold NaN or Inf" in err and "Traceback" not in err
+    assert main(["analyze", str(db), "--threads", "--name", "fit-all"]) == 2
+    assert "the filters the PCA is fitted on hold NaN or Inf" in capsys.readouterr().err
+    assert main(["analyze", str(db), "--threads", "--where", "depth_decile == 9", "--name", "clean"]) == 0
+    assert load_results(db, "clean").layer_stats()["variance_entropy"].notna().all()
 
 
 def test_analyze_local_cluster_matches_threads(small_db):

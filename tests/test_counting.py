@@ -89,10 +89,11 @@ def test_range_rows_are_column_extremes_and_layer_sums(seed, n_rows, nl, k):
     c = rng.normal(size=(n_rows, k)) * 10
     local = np.sort(rng.integers(0, nl, n_rows))
     cmin, cmax = np.full(k, np.inf), np.full(k, -np.inf)
-    n, sums, max_abs = np.zeros(nl, np.int64), np.zeros((nl, 9)), np.zeros(nl)
+    n, sums, max_abs, nonfinite = np.zeros(nl, np.int64), np.zeros((nl, 9)), np.zeros(nl), np.zeros(nl, np.int64)
     half = n_rows // 2  # two calls, as two sub-blocks
     for rows in (slice(0, half), slice(half, n_rows)):
-        range_rows(raw[rows], c[rows], local[rows], np.abs(raw[rows]).max(axis=1), cmin, cmax, n, sums, max_abs)
+        range_rows(raw[rows], c[rows], local[rows], np.abs(raw[rows]).max(axis=1), cmin, cmax, n, sums, max_abs, nonfinite)
+    assert not nonfinite.any()
     np.testing.assert_array_equal(cmin, c.min(axis=0))
     np.testing.assert_array_equal(cmax, c.max(axis=0))
     np.testing.assert_array_equal(n, np.bincount(local, minlength=nl))
@@ -100,3 +101,20 @@ def test_range_rows_are_column_extremes_and_layer_sums(seed, n_rows, nl, k):
         rows = raw[local == layer]
         np.testing.assert_allclose(sums[layer], rows.sum(axis=0), rtol=1e-12, atol=1e-12)
         assert max_abs[layer] == np.abs(rows).max(initial=0.0)
+
+
+def test_non_finite_rows_are_counted_per_layer_and_never_binned_outside():
+    raw = np.ones((6, 9))
+    raw[1, 4], raw[4, 0], raw[5, 8] = np.nan, np.inf, -np.inf
+    local = np.array([0, 0, 0, 1, 1, 1])
+    nonfinite = np.zeros(2, np.int64)
+    with np.errstate(invalid="ignore"):
+        absmax = np.abs(raw).max(axis=1)
+    range_rows(raw, raw.copy(), local, absmax, np.full(9, np.inf), np.full(9, -np.inf), np.zeros(2, np.int64),
+               np.zeros((2, 9)), np.zeros(2), nonfinite)
+    np.testing.assert_array_equal(nonfinite, [1, 2])
+    # READ 3 is not run on such rows, but even NaN coefficients must land inside the arrays
+    edges, edges_2d = bin_edges(-1.0, 1.0, N_BINS), np.tile(bin_edges(-1.0, 1.0, B2), (9, 1))
+    c = np.full((3, 9), np.nan)
+    got = _count(np.ones((3, 9)), c, np.zeros(3, np.intp), edges, edges_2d, np.zeros((1, 1), np.intp), 1, np.ones(1), np.zeros((1, 9)))
+    assert got["counts"].sum() == 27 and got["hist2d"].sum() == 3 * len(PAIRS)

@@ -27,6 +27,8 @@ the row loops: each such call costs two atomic reference-count updates (measured
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -62,7 +64,9 @@ def count_rows(
 ) -> None:
     """Add the rows of one sub-block to the per-layer counts and sums and to the 2-D histograms.
 
-    Coefficients are clipped to the edges first, as the numpy rule clips them."""
+    Coefficients are clipped to the edges first, as the numpy rule clips them; they must be finite
+    (READ 2 checks the filters), though no value, not even NaN, makes the loop write outside its
+    arrays."""
     n_bins = len(edges) - 1
     first, last = edges[0], edges[-1]
     scale = n_bins / (last - first)
@@ -97,7 +101,7 @@ def count_rows(
             f = t - b
             if f < EDGE_SLACK or f > 1.0 - EDGE_SLACK:
                 b = _search(edges, v)
-            counts[layer, k, min(b, n_bins - 1)] += 1
+            counts[layer, k, min(max(b, 0), n_bins - 1)] += 1  # max: never outside, whatever v
             d[k] = w - layer_mean[layer, k]
         range_sum[layer] += hi - lo
         if absmax[r] < 0.01 * max_abs[layer]:  # all 9 |w| below the threshold <=> their max is
@@ -113,7 +117,7 @@ def count_rows(
                 f = t - b
                 if f < EDGE_SLACK or f > 1.0 - EDGE_SLACK:
                     b = _search(edges_2d[a], v)
-                bins_2d[a] = min(b, b2 - 1)
+                bins_2d[a] = min(max(b, 0), b2 - 1)
             for t in range(targets.shape[1]):
                 h = targets[layer, t]
                 for p in range(len(pair_i)):
@@ -125,18 +129,23 @@ def range_rows(
     raw: np.ndarray,  # (r, 9) float64: the filters as stored
     c: np.ndarray,  # (r, k) float64: their PCA coefficients
     local: np.ndarray,  # (r,) int: layer position relative to the chunk's first layer
-    absmax: np.ndarray,  # (r,) float64: max |w| of each row
+    absmax: np.ndarray,  # (r,) float64: max |w| of each row (NaN where the row holds a NaN)
     cmin: np.ndarray,  # out (k,) running minimum of each coefficient
     cmax: np.ndarray,  # out (k,) running maximum
     n: np.ndarray,  # out (nl,) int64
     sums: np.ndarray,  # out (nl, 9) float64
     max_abs: np.ndarray,  # out (nl,) float64
+    nonfinite: np.ndarray,  # out (nl,) int64: rows holding a NaN or Inf
 ) -> None:
-    """Add the rows of one sub-block to the coefficient range and the per-layer n, sums, max |w|."""
+    """Add the rows of one sub-block to the coefficient range and the per-layer n, sums, max |w|,
+    and count the rows that hold a NaN or Inf (the caller refuses to go on: READ 3 bins only
+    finite values)."""
     for r in range(raw.shape[0]):
         layer = local[r]
         n[layer] += 1
         max_abs[layer] = max(max_abs[layer], absmax[r])
+        if not math.isfinite(absmax[r]):  # np.maximum propagates NaN: a NaN or Inf anywhere in the row
+            nonfinite[layer] += 1
         for k in range(raw.shape[1]):
             sums[layer, k] += raw[r, k]
         for k in range(c.shape[1]):

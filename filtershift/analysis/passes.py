@@ -39,6 +39,12 @@ SPLIT_EVERY = 8
 SUB_ROWS = 8192
 
 
+def _non_finite_quiet() -> np.errstate:
+    """NaN/Inf filters (a store written by hand or imported) make numpy warn in READS 1 and 2; the
+    reads count them instead, and analysis/run.py refuses them, layers named, before READ 3."""
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
+
+
 # ----------------------------------------------------------------------------------------------
 # Per-layer partial arrays
 
@@ -125,6 +131,7 @@ class RangeResult:
     n: np.ndarray
     sums: np.ndarray
     max_abs: np.ndarray
+    nonfinite: np.ndarray  # per layer, rows holding a NaN or Inf
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,8 +176,9 @@ def moments_block(x: np.ndarray, lid: np.ndarray, ctx: FitContext) -> np.ndarray
     _relax_malloc()
     x, _ = _select(x, lid, ctx.fit_lookup)
     m = Moments.empty(x.shape[1])
-    for s in range(0, len(x), SUB_ROWS):  # merged with Chan et al.'s update (pca.Moments.merge)
-        m = m.merge(Moments.of(prepare(x[s : s + SUB_ROWS], ctx.scaling)))
+    with _non_finite_quiet():  # NaN/Inf filters are refused after the read (analysis/run.py)
+        for s in range(0, len(x), SUB_ROWS):  # merged with Chan et al.'s update (pca.Moments.merge)
+            m = m.merge(Moments.of(prepare(x[s : s + SUB_ROWS], ctx.scaling)))
     return _wrap(m)
 
 
@@ -184,15 +192,20 @@ def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray
     n = np.zeros(nl, dtype=np.int64)
     sums = np.zeros((nl, x.shape[1]))
     max_abs = np.zeros(nl)
+    nonfinite = np.zeros(nl, dtype=np.int64)
     cmin = np.full(len(ctx.components), np.inf)
     cmax = np.full(len(ctx.components), -np.inf)
     local = pos - lo
     for s in range(0, len(x), SUB_ROWS):
         raw = np.asarray(x[s : s + SUB_ROWS], dtype=np.float64)
         absmax = row_absmax(raw)
-        c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
-        range_rows(raw, c, local[s : s + SUB_ROWS], absmax, cmin, cmax, n, sums, max_abs)
-    layers = LayerArrays(lo, {"n": n, "sums": sums, "max_abs": max_abs}, {"n": "sum", "sums": "sum", "max_abs": "max"})
+        with _non_finite_quiet():  # such rows are counted here and refused after the read
+            c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
+        range_rows(raw, c, local[s : s + SUB_ROWS], absmax, cmin, cmax, n, sums, max_abs, nonfinite)
+    layers = LayerArrays(
+        lo, {"n": n, "sums": sums, "max_abs": max_abs, "nonfinite": nonfinite},
+        {"n": "sum", "sums": "sum", "max_abs": "max", "nonfinite": "sum"},
+    )
     return _wrap((cmin, cmax, layers))
 
 
@@ -417,7 +430,7 @@ def range_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bloc
     ctx = RangeContext(layer_lookup, scaling, pca.mean, pca.components)
     cmin, cmax, layers = _compute_one(map_reduce(x, lid, range_block, ctx, _merge_range, blocks=blocks, label="coefficient-range"))
     dense = layers.dense(n_layers)
-    return RangeResult(cmin=cmin, cmax=cmax, n=dense["n"], sums=dense["sums"], max_abs=dense["max_abs"])
+    return RangeResult(cmin=cmin, cmax=cmax, n=dense["n"], sums=dense["sums"], max_abs=dense["max_abs"], nonfinite=dense["nonfinite"])
 
 
 def histogram_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, blocks: tuple[int, ...], ctx: HistogramContext, n_layers: int) -> HistogramResult:

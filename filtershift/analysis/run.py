@@ -25,7 +25,7 @@ from filtershift.analysis.passes import HistogramContext, fit_rows, histogram_pa
 from filtershift.analysis.pca import fit_incremental, pca_from_moments
 from filtershift.analysis.plan import AnalysisPlan
 from filtershift.analysis.shift import shift_matrix
-from filtershift.store import Database
+from filtershift.store import Database, DatabaseError
 
 VERSIONED_PACKAGES = ("filtershift", "numpy", "pandas", "dask", "distributed", "dask-ml", "zarr", "scikit-learn", "pyarrow")
 PASSES = {
@@ -65,6 +65,14 @@ def analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, A
         return _analyze(db, plan, name, parameters, log)
 
 
+def _non_finite_error(db: Database, what: str) -> DatabaseError:
+    return DatabaseError(
+        f"{db.path}: {what} hold NaN or Inf weights, which have no place in a histogram. `filtershift extract` "
+        "refuses such checkpoints, so the store was written otherwise (an import, a hand-made store): re-import or "
+        "re-extract the models without them, or leave them out with --where."
+    )
+
+
 def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, Any] | None, log: TextIO | bool) -> res.Results:
     stream = sys.stderr if log is True else log
     say = (lambda msg: print(msg, file=stream, flush=True)) if stream else (lambda msg: None)
@@ -81,6 +89,8 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
     t = time.perf_counter()
     if plan.pca_method == "covariance":
         moments = moments_pass(chunks, None, plan.fit_blocks, plan.fit_lookup, plan.scaling)
+        if not (np.isfinite(moments.mean).all() and np.isfinite(moments.m2).all()):
+            raise _non_finite_error(db, "some of the filters the PCA is fitted on")
         pca = pca_from_moments(moments, plan.scaling, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
     else:
         x = fit_rows(db.filters(), db.layer_ids(), plan.fit_blocks, plan.fit_lookup, plan.scaling)
@@ -92,6 +102,11 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
     t = time.perf_counter()
     rng = range_pass(chunks, None, plan.blocks, plan.layer_lookup, plan.scaling, pca, n_layers)
     timing["read_2_range"] = time.perf_counter() - t
+    if rng.nonfinite.any():  # before READ 3, which bins finite coefficients only
+        bad = plan.layers.iloc[np.flatnonzero(rng.nonfinite)]
+        named = ", ".join(f"layer {r.layer_id} ({r.name} of model {r.model_id})" for r in bad.head(3).itertuples())
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise _non_finite_error(db, f"{int(rng.nonfinite.sum())} filter(s) in {named}{more}")
     edges = bin_edges(rng.cmin.min(), rng.cmax.max(), plan.n_bins)
     edges_2d = np.stack([bin_edges(rng.cmin[k], rng.cmax[k], plan.n_bins_2d) for k in range(9)])
     say(f"read 2 (range): {timing['read_2_range']:.1f} s; coefficients in [{edges[0]:.4g}, {edges[-1]:.4g}]")
