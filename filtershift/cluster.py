@@ -7,6 +7,7 @@ command line once into a frozen :class:`ClusterSettings` and open the cluster it
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -70,10 +71,13 @@ def local_cluster_kwargs(settings: ClusterSettings, n_cores: int | None = None) 
 @contextlib.contextmanager
 def connect(settings: ClusterSettings, out=None) -> Iterator[object]:
     """Open the cluster ``settings`` names, print its dashboard address, yield a ``Client``; on exit
-    close only what was started here (an existing scheduler and its workers are left running)."""
+    close only what was started here (an existing scheduler and its workers are left running).
+    A Ctrl-C stops a cluster started here without log noise (see :mod:`filtershift.quiet_shutdown`)."""
     from distributed import Client, LocalCluster
 
+    distributed_log = logging.getLogger("distributed")
     with contextlib.ExitStack() as stack:
+        stack.callback(distributed_log.setLevel, distributed_log.level)  # runs last, once all is closed
         if settings.scheduler:
             if os.path.isfile(settings.scheduler):
                 client = stack.enter_context(Client(scheduler_file=settings.scheduler))
@@ -87,5 +91,15 @@ def connect(settings: ClusterSettings, out=None) -> Iterator[object]:
         else:
             cluster = stack.enter_context(LocalCluster(**local_cluster_kwargs(settings)))
             client = stack.enter_context(Client(cluster))
+        started_here = not settings.scheduler
+        if started_here:
+            from filtershift.quiet_shutdown import QuietShutdown
+
+            client.register_plugin(QuietShutdown(), name=QuietShutdown.name)
         print(f"dask dashboard: {client.dashboard_link}", file=out or sys.stderr, flush=True)
-        yield client
+        try:
+            yield client
+        except KeyboardInterrupt:
+            if started_here:  # the workers we kill and the tasks we drop were asked for: no warnings
+                distributed_log.setLevel(logging.ERROR)
+            raise

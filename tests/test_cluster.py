@@ -165,31 +165,47 @@ def test_dashboard_answers_while_a_job_runs(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_ctrl_c_stops_a_job_cleanly(tmp_path):
-    """Ctrl-C while the zoo trains: exit 130 without a traceback, the stage logged as interrupted,
-    the zoo not marked complete (a rerun builds it), the local cluster's workers gone."""
+@pytest.mark.parametrize("to", ["process", "group"])
+def test_ctrl_c_stops_a_job_cleanly(tmp_path, to):
+    """Ctrl-C while the zoo trains, sent to the client process alone (``kill -INT``) or to its
+    whole process group, workers included (a terminal's Ctrl-C): exit 130 with one line and no
+    traceback from any process, the stage logged as interrupted, the zoo not marked complete (a
+    rerun builds it), the local cluster's worker processes gone."""
     import json
+    import os
     import signal
+
+    import psutil
 
     job = tmp_path / "job.yaml"
     job.write_text(f"name: stop\nzoo: {{dir: {tmp_path / 'zoo'}, size: tiny}}\ndb: {tmp_path / 'stop.db'}\n")
     with subprocess.Popen(
         [sys.executable, "-m", "filtershift", "run", str(job), "--no-progress", "--workers", "1", "--dashboard-address", ":0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     ) as proc:
         try:
             for line in proc.stderr:
                 if line.startswith("[1/2] zoo: running"):
                     break
-            time.sleep(3)  # the training tasks are on the worker
-            proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 120
+            while not any((tmp_path / "zoo").rglob("*.pth")):  # the worker is training: a first checkpoint
+                assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint was ever written"
+                time.sleep(0.05)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            assert children, "a local cluster runs its workers in child processes"
+            if to == "group":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"worker processes left running: {alive}"
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err, err
+    assert err.strip().endswith("interrupted") and "Traceback" not in err, err
     log = [json.loads(line) for line in (tmp_path / "stop.db" / "results" / "pipeline.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["status"]) for r in log] == [("zoo", "interrupted")]
     assert not (tmp_path / "zoo" / ".filtershift-zoo.json").exists()
