@@ -76,6 +76,10 @@ def test_analyze_refuses_nan_and_inf_filters_naming_their_layers(tmp_path, capsy
     assert "the filters the PCA is fitted on hold NaN or Inf" in capsys.readouterr().err
     assert main(["analyze", str(db), "--threads", "--where", "depth_decile == 9", "--name", "clean"]) == 0
     assert load_results(db, "clean").layer_stats()["variance_entropy"].notna().all()
+    stored = {p.name: p.read_bytes() for p in (db / "results" / "clean").iterdir()}
+    assert main(["analyze", str(db), "--threads", "--name", "clean"]) == 2  # a failed rerun under the same name
+    assert {p.name: p.read_bytes() for p in (db / "results" / "clean").iterdir()} == stored, "the failed run touched stored results"
+    assert load_results(db, "clean").provenance["parameters"]["where"] == "depth_decile == 9"
 
 
 def test_analyze_local_cluster_matches_threads(small_db):

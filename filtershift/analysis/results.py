@@ -59,7 +59,8 @@ Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``
                              and what each computed), groupings [names], created (UTC ISO time).
 
 Every file is written to a temporary name and renamed, and ``provenance.json`` is written last:
-a results folder without it is incomplete.
+a results folder without it is incomplete. A run that fails in its reads of the filters (bad
+weights, Ctrl-C, a lost worker) leaves the results stored under its name as they were.
 """
 
 from __future__ import annotations

@@ -77,8 +77,6 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
     stream = sys.stderr if log is True else log
     say = (lambda msg: print(msg, file=stream, flush=True)) if stream else (lambda msg: None)
     out = res.results_path(db.path, name)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / res.PROVENANCE_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end
     timing: dict[str, float] = {}
     t_start = time.perf_counter()
     chunks = db.chunks()  # each pass task reads its own chunk of both arrays
@@ -125,8 +123,11 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
     timing["read_3_histograms"] = time.perf_counter() - t
     say(f"read 3 (histograms + layer statistics): {timing['read_3_histograms']:.1f} s")
 
-    # Everything below works on per-layer sums; no more reads.
+    # Everything below works on per-layer sums; no more reads. Results of an earlier run under this
+    # name were left intact until here (a failed or interrupted read changes nothing stored).
     t = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / res.PROVENANCE_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end
     q = pca.explained_variance_ratio
     bins = res.Bins(edges=edges, edges_2d=edges_2d, pairs=plan.pairs)
     res.write_json(out / res.PCA_FILE, pca.to_json())
