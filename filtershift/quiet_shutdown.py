@@ -24,7 +24,7 @@ import weakref
 from distributed import WorkerPlugin
 from distributed.core import Status
 
-CLOSING = frozenset({Status.closing, Status.closing_gracefully, Status.closed, Status.failed})
+CLOSING = frozenset({Status.closing, Status.closing_gracefully, Status.closed})  # not failed: its errors count
 
 
 def is_shutdown_noise(record: logging.LogRecord, closing: bool) -> bool:
