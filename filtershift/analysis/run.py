@@ -92,7 +92,12 @@ def _analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, 
         pca = pca_from_moments(moments, plan.scaling, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
     else:
         x = fit_rows(db.filters(), db.layer_ids(), plan.fit_blocks, plan.fit_lookup, plan.scaling)
-        pca = fit_incremental(x, plan.scaling, batch_size=db.chunk_rows, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
+        try:  # NaN/Inf rows end its SVD in LinAlgError (finite 9-column data always converges)
+            pca = fit_incremental(x, plan.scaling, batch_size=db.chunk_rows, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
+        except np.linalg.LinAlgError as exc:
+            raise _non_finite_error(db, "some of the filters the PCA is fitted on") from exc
+        if not (np.isfinite(pca.mean).all() and np.isfinite(pca.components).all()):
+            raise _non_finite_error(db, "some of the filters the PCA is fitted on")
     timing["read_1_moments"] = time.perf_counter() - t
     say(f"read 1 (PCA, {plan.pca_method}): {timing['read_1_moments']:.1f} s; q = {np.round(pca.explained_variance_ratio, 4).tolist()}")
 
