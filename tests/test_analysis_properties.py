@@ -13,7 +13,7 @@ from filtershift.analysis.histograms import EPS, bin_edges, bin_indices, distrib
 from filtershift.analysis.layerstats import threshold, variance_entropy
 from filtershift.analysis.pca import Moments, flip_signs, scale_filters
 from filtershift.analysis.plan import PlanError, chunk_blocks, make_plan
-from filtershift.analysis.shift import shift_matrix
+from filtershift.analysis.divergence import shift_matrix
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
 filters_st = hnp.arrays(np.float32, st.tuples(st.integers(1, 60), st.just(9)), elements=st.one_of(st.just(0.0), finite))

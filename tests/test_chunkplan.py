@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from filtershift.chunkplan import plan_chunk_writes
+from filtershift.extraction.chunkplan import plan_chunk_writes
 
 
 @given(

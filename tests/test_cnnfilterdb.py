@@ -19,7 +19,7 @@ from filtershift import store
 from filtershift.cnnfilterdb import FormatError, export_file, import_file, plan_import, read_source
 from filtershift.cnnfilterdb.hdf5 import PROGRESS_FILE
 from filtershift.cnnfilterdb.mapping import check_ranges, normalize_task
-from filtershift.depth import depth_decile
+from filtershift.extraction.depth import depth_decile
 
 SYNC = {"scheduler": "synchronous"}
 
@@ -387,8 +387,8 @@ def strip_to_published(src, dst):
 def test_analyze_on_import_equals_analyze_on_native_extraction(tmp_path, tests_arch):
     from filtershift.analysis.plan import make_plan
     from filtershift.analysis.run import analyze
-    from filtershift.extract import plan_extraction, run_extraction
-    from filtershift.manifest import read_manifest
+    from filtershift.extraction.extract import plan_extraction, run_extraction
+    from filtershift.extraction.manifest import read_manifest
 
     from tests.nets import make_model, save_all_formats
 

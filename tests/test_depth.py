@@ -4,7 +4,7 @@ import math
 import numpy as np
 from hypothesis import given, strategies as st
 
-from filtershift.depth import dense_rank, depth_decile, depth_decile_from_float, relative_depth
+from filtershift.extraction.depth import dense_rank, depth_decile, depth_decile_from_float, relative_depth
 
 
 def reference_decile(i: int, n: int) -> int:

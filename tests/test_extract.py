@@ -11,8 +11,8 @@ import pytest
 
 from filtershift import store
 from filtershift.cli import main
-from filtershift.extract import plan_extraction, run_extraction
-from filtershift.manifest import ManifestError, read_manifest
+from filtershift.extraction.extract import plan_extraction, run_extraction
+from filtershift.extraction.manifest import ManifestError, read_manifest
 
 from tests.nets import MIXED_LAYERS, MIXED_N_CONV, expected_kernels, make_model, save_all_formats
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from filtershift import store
-from filtershift.verify import verify
+from filtershift.store.verify import verify
 
 from tests.nets import make_model, save_all_formats
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from filtershift import store
 from filtershift.cli import main
-from filtershift.kernels import model_kernels
+from filtershift.extraction.kernels import model_kernels
 from filtershift.readers import read_convolutions
 
 from tests.nets import export_onnx, make_model

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filtershift.jobspec import AnalysisSpec, JobSpecError, load_job, parse_job
-from filtershift.pipeline import describe_plan, read_log, run_job, stages
+from filtershift.pipeline.jobspec import AnalysisSpec, JobSpecError, load_job, parse_job
+from filtershift.pipeline.stages import describe_plan, read_log, run_job, stages
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_pipeline_skips_current_stages_and_logs_each(tmp_path, manifest, capsys)
 
 
 def test_interrupt_is_logged_and_reraised(tmp_path, manifest, monkeypatch):
-    import filtershift.pipeline as pipeline
+    import filtershift.pipeline.stages as pipeline
 
     job = parse_job({"manifest": str(manifest), "db": "x.db"}, tmp_path / "job.yaml", tmp_path)
 
@@ -198,7 +198,7 @@ def test_figures_stage_draws_once_and_follows_its_results(tmp_path, manifest):
 
 
 def test_figures_are_skipped_when_unavailable(tmp_path, manifest, monkeypatch):
-    import filtershift.pipeline as pipeline
+    import filtershift.pipeline.stages as pipeline
 
     monkeypatch.setattr(pipeline, "figures_available", lambda: "figures unavailable (no holoviews)")
     job = parse_job({"manifest": str(manifest), "db": "x.db", "analyses": [{"name": "a", "by": ["task"]}], "figures": True},

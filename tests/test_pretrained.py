@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from filtershift import store
-from filtershift.extract import plan_extraction, run_extraction
-from filtershift.manifest import read_manifest
+from filtershift.extraction.extract import plan_extraction, run_extraction
+from filtershift.extraction.manifest import read_manifest
 
 WHEELS = {
     "facenet-pytorch==2.6.0": ["facenet_pytorch/data/pnet.pt", "facenet_pytorch/data/rnet.pt", "facenet_pytorch/data/onet.pt"],

@@ -9,7 +9,7 @@ import sys
 import pytest
 from distributed.comm.core import CommClosedError
 
-from filtershift.quiet_shutdown import is_shutdown_noise
+from filtershift.runtime.quiet_shutdown import is_shutdown_noise
 
 
 def record(level: int, message: str, exc: BaseException | None = None) -> logging.LogRecord:

@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
 
-from filtershift.kernels import model_kernels
+from filtershift.extraction.kernels import model_kernels
 from filtershift.readers import detect_format, read_convolutions
 from filtershift.readers.arch import ArchError, parse_arch
 

@@ -10,7 +10,7 @@ import pytest
 
 from filtershift.figures.catalog import build_figures
 from filtershift.figures.synthetic import analyze_synthetic, write_synthetic_database
-from filtershift.report import write_report
+from filtershift.figures.report import write_report
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -21,7 +21,7 @@ import dask
 import pytest
 
 from filtershift.cli import main
-from filtershift.slurm import (
+from filtershift.runtime.slurm import (
     PLACEHOLDER_SCHEDULER,
     SlurmConfigError,
     SlurmSettings,
@@ -239,7 +239,7 @@ def slurm_config(tmp_path) -> tuple[str, Path]:
 def test_dask_work_runs_on_slurm_jobs(slurm_config):
     import dask.array as da
 
-    from filtershift.cluster import ClusterSettings, connect
+    from filtershift.runtime.cluster import ClusterSettings, connect
 
     name, config = slurm_config
     with connect(ClusterSettings(kind="slurm", workers=2, dashboard_address=":0", cluster_config=str(config)), out=sys.stdout) as client:
@@ -254,7 +254,7 @@ def test_dask_work_runs_on_slurm_jobs(slurm_config):
 
 CLUSTER_THEN_WAIT = """
 import sys, time
-from filtershift.cluster import ClusterSettings, connect
+from filtershift.runtime.cluster import ClusterSettings, connect
 if __name__ == "__main__":
     try:  # as filtershift.cli.main does
         with connect(ClusterSettings(kind="slurm", workers=1, dashboard_address=":0", cluster_config=sys.argv[1])) as client:
@@ -351,7 +351,7 @@ def test_sbatch_script_runs_a_job_in_one_allocation(tmp_path):
 
 def test_ctrl_c_stays_a_keyboard_interrupt_after_importing_jobqueue():
     """dask-jobqueue 0.9.0 replaces the SIGINT handler with sys.exit() at import; we undo that."""
-    from filtershift.slurm import _import_jobqueue
+    from filtershift.runtime.slurm import _import_jobqueue
 
     _import_jobqueue()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -422,7 +422,7 @@ def test_importing_filtershift_slurm_keeps_ctrl_c():
     """Only _import_jobqueue() may import dask-jobqueue (its import replaces the SIGINT handler)."""
     code = (
         "import signal, sys\n"
-        "import filtershift.slurm, filtershift.commands.run\n"
+        "import filtershift.runtime.slurm, filtershift.commands.run\n"
         "from filtershift.cli import build_parser\n"
         "build_parser()\n"
         "filtershift.slurm.job_script(filtershift.slurm.resolve_slurm_settings())\n"

@@ -13,7 +13,7 @@ import pytest
 
 from filtershift import store
 from filtershift.cli import main
-from filtershift.verify import verify
+from filtershift.store.verify import verify
 
 from tests.nets import make_model, save_all_formats
 

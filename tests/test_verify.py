@@ -12,9 +12,9 @@ import zarr
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from filtershift import store
-from filtershift.extract import plan_extraction, run_extraction
-from filtershift.manifest import read_manifest
-from filtershift.verify import verify
+from filtershift.extraction.extract import plan_extraction, run_extraction
+from filtershift.extraction.manifest import read_manifest
+from filtershift.store.verify import verify
 
 from tests.nets import make_model, save_all_formats
 

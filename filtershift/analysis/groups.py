@@ -11,7 +11,7 @@ import pandas as pd
 from filtershift.analysis.histograms import distributions, group_mass, unit_index, unit_masses
 from filtershift.analysis.plan import AnalysisPlan, Grouping
 from filtershift.analysis.results import GroupHistograms
-from filtershift.analysis.shift import shift_matrix, upper_pairs
+from filtershift.analysis.divergence import shift_matrix, upper_pairs
 
 
 def group_histograms(plan: AnalysisPlan, grouping: Grouping, layer_counts: np.ndarray, edges: np.ndarray) -> GroupHistograms:

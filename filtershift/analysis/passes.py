@@ -28,7 +28,7 @@ import numpy as np
 from filtershift.analysis.counting import count_rows, range_rows, symmetrise
 from filtershift.analysis.pca import Moments, prepare, row_absmax
 from filtershift.analysis.results import PCAResult
-from filtershift.malloc import relax_malloc
+from filtershift.runtime.malloc import relax_malloc
 
 SPLIT_EVERY = 8
 # Rows per sub-block inside a block function. A store chunk (262144 rows) is processed in slices of
@@ -168,7 +168,7 @@ def _project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndar
 
 def _relax_malloc() -> None:
     """A store chunk (9 MiB) and its temporaries come from the heap; at most 64 MiB of freed memory
-    is kept per process (see :mod:`filtershift.malloc`)."""
+    is kept per process (see :mod:`filtershift.runtime.malloc`)."""
     relax_malloc(16 * 2**20, 64 * 2**20)
 
 

@@ -24,7 +24,7 @@ from filtershift.analysis.layerstats import layer_statistics, model_depth_range
 from filtershift.analysis.passes import HistogramContext, fit_rows, histogram_pass, moments_pass, range_pass
 from filtershift.analysis.pca import fit_incremental, pca_from_moments
 from filtershift.analysis.plan import AnalysisPlan
-from filtershift.analysis.shift import shift_matrix
+from filtershift.analysis.divergence import shift_matrix
 from filtershift.store import Database, DatabaseError
 
 VERSIONED_PACKAGES = ("filtershift", "numpy", "pandas", "dask", "distributed", "dask-ml", "zarr", "scikit-learn", "pyarrow")

@@ -60,7 +60,7 @@ def plain_loop(manifest: Path) -> float:
     from onnx import numpy_helper
     from safetensors.torch import load_file
 
-    from filtershift.manifest import read_manifest
+    from filtershift.extraction.manifest import read_manifest
 
     start = time.perf_counter()
     total = 0
@@ -81,8 +81,8 @@ def plain_loop(manifest: Path) -> float:
 
 def extract_warm(manifest: Path, db: Path) -> float:
     """Extraction alone (staging + consolidation) on the current, already warm cluster."""
-    from filtershift.extract import plan_extraction, run_extraction
-    from filtershift.manifest import read_manifest
+    from filtershift.extraction.extract import plan_extraction, run_extraction
+    from filtershift.extraction.manifest import read_manifest
 
     shutil.rmtree(db, ignore_errors=True)
     entries = read_manifest(manifest)
@@ -97,7 +97,7 @@ def bench_extraction(work: Path, n_models: int, repeats: int, worker_counts: tup
 
     from distributed import Client, LocalCluster
 
-    from filtershift.cluster import ClusterSettings, local_cluster_kwargs
+    from filtershift.runtime.cluster import ClusterSettings, local_cluster_kwargs
     from filtershift.store import open_database
 
     manifest = make_checkpoints(work, n_models)

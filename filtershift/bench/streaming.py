@@ -215,7 +215,7 @@ def local_cluster(workers: int) -> Iterator[tuple[object, list[int]]]:
     becomes the default scheduler; yields the client and the worker pids."""
     from distributed import Client, LocalCluster
 
-    from filtershift.cluster import ClusterSettings, local_cluster_kwargs
+    from filtershift.runtime.cluster import ClusterSettings, local_cluster_kwargs
 
     kwargs = local_cluster_kwargs(ClusterSettings(workers=workers, dashboard_address=":0"))
     with LocalCluster(**kwargs) as cluster, Client(cluster) as client:

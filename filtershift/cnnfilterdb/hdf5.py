@@ -4,7 +4,7 @@ Import streams ``/filters`` into ``DB/filters.zarr`` one store chunk per task. E
 HDF5 file itself (:class:`HDF5Rows`), so no h5py handle is shared between threads or pickled to
 workers, and HDF5 converts float64 to float32 while reading (no float64 copy in memory). Progress is
 recorded in ``DB/import-cnnfilterdb.json`` after every batch of chunks; the two tables, written last,
-are the commit record (store.py), so an interrupted import is never an openable database.
+are the commit record (filtershift/store/database.py), so an interrupted import is never an openable database.
 """
 
 from __future__ import annotations

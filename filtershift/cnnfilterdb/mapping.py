@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from filtershift.depth import depth_decile_from_float
+from filtershift.extraction.depth import depth_decile_from_float
 from filtershift.errors import FiltershiftError
 from filtershift.store import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+from filtershift.runtime.cluster import add_cluster_arguments, connect, settings_from_args
 
 
 def register(subparsers) -> None:
@@ -38,10 +38,10 @@ def register(subparsers) -> None:
     parser.add_argument("--max-groups-2d", type=int, default=64, help="2-D histograms only for groupings with at most this many groups (default %(default)s)")
     parser.add_argument("--threads", action="store_true", help="run on the local threaded scheduler (no cluster, no dashboard)")
     add_cluster_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
+def execute(args) -> int:
     import dask
 
     from filtershift.analysis.plan import PlanError, make_plan

@@ -27,10 +27,10 @@ def register(subparsers) -> None:
     parser.add_argument("--by", default=",".join(DEFAULT_BY), help="groupings of the histogram pass (default %(default)s)")
     parser.add_argument("--extract-models", type=int, default=24, metavar="M", help="checkpoints for the extraction benchmark; 0 skips it (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
+def execute(args) -> int:
     from filtershift.bench.runner import BenchSettings, run_bench
     from filtershift.bench.table import format_table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from filtershift.cluster import add_cluster_arguments, settings_from_args
+from filtershift.runtime.cluster import add_cluster_arguments, settings_from_args
 
 
 def register(subparsers) -> None:
@@ -17,15 +17,15 @@ def register(subparsers) -> None:
     )
     add_cluster_arguments(parser)
     parser.add_argument("--scheduler-address", default=None, help="scheduler address to write into the worker command")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
+def execute(args) -> int:
     settings = settings_from_args(args)
     if settings.kind != "slurm":
         print("cluster-script: only --cluster slurm submits job scripts; add --cluster slurm", file=sys.stderr)
         return 2
-    from filtershift.slurm import PLACEHOLDER_SCHEDULER, SlurmConfigError, job_script, resolve_slurm_settings
+    from filtershift.runtime.slurm import PLACEHOLDER_SCHEDULER, SlurmConfigError, job_script, resolve_slurm_settings
 
     try:
         slurm = resolve_slurm_settings(settings.cluster_config)

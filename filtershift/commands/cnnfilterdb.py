@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from filtershift import store
-from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+from filtershift.runtime.cluster import add_cluster_arguments, connect, settings_from_args
 
 
 def register(subparsers) -> None:
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     imp.add_argument("--threads", action="store_true", help="run on the local threaded scheduler (no cluster, no dashboard); "
                      "about 3x faster than a 2-worker LocalCluster on a 2-core machine (benchmarks/bench_import.py)")
     add_cluster_arguments(imp)
-    imp.set_defaults(func=run_import)
+    imp.set_defaults(func=execute_import)
 
     exp = subparsers.add_parser(
         "export-cnnfilterdb",
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     exp.add_argument("--no-progress", action="store_true", help="no progress lines")
     exp.add_argument("--threads", action="store_true", help="run on the local threaded scheduler (no cluster, no dashboard)")
     add_cluster_arguments(exp)
-    exp.set_defaults(func=run_export)
+    exp.set_defaults(func=execute_export)
 
 
 def _progress(label: str, quiet: bool):
@@ -63,7 +63,7 @@ def _scope(args):
     return dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args))
 
 
-def run_import(args) -> int:
+def execute_import(args) -> int:
     from filtershift.cnnfilterdb import FormatError, import_file, read_source
     from filtershift.cnnfilterdb.hdf5 import plan_from_source
 
@@ -94,7 +94,7 @@ def run_import(args) -> int:
     return 0
 
 
-def run_export(args) -> int:
+def execute_export(args) -> int:
     from filtershift.cnnfilterdb import FormatError, export_file
 
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from filtershift import store
-from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+from filtershift.runtime.cluster import add_cluster_arguments, connect, settings_from_args
 
 
 def register(subparsers) -> None:
@@ -21,12 +21,12 @@ def register(subparsers) -> None:
     parser.add_argument("--chunk-rows", type=int, default=store.DEFAULT_CHUNK_ROWS, help="rows per Zarr chunk of a new database (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
-    from filtershift.extract import plan_extraction, run_extraction
-    from filtershift.manifest import read_manifest
+def execute(args) -> int:
+    from filtershift.extraction.extract import plan_extraction, run_extraction
+    from filtershift.extraction.manifest import read_manifest
 
     args.db = args.db.absolute()  # workers may run in another folder (an existing scheduler)
     entries = read_manifest(args.manifest)  # a ManifestError is printed by cli.main (exit 2)
@@ -34,7 +34,7 @@ def run(args) -> int:
         plan = plan_extraction(entries, args.db)
         print(plan.describe(), file=sys.stderr)
         if not plan.to_stage:
-            from filtershift.extract import clean_staging
+            from filtershift.extraction.extract import clean_staging
 
             with store.writer_lock(args.db):
                 clean_staging(args.db)  # leftovers of a run killed after its commit

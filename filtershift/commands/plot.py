@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     add_figure_arguments(parser)
     parser.add_argument("--out", type=Path, help="output folder (default DB/results/NAME/figures)")
     parser.add_argument("--formats", default="html,png", help="comma-separated: html, png (default %(default)s)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
 def load_inputs(args):
@@ -63,7 +63,7 @@ def subset_pcas(db_path: Path, name: str, subsets: str) -> dict:
     return out
 
 
-def run(args) -> int:
+def execute(args) -> int:
     from filtershift.analysis.results import ResultsError
     from filtershift.figures.catalog import build_figures
     from filtershift.figures.save import ExportError, save_figures

@@ -16,13 +16,13 @@ def register(subparsers) -> None:
     )
     add_figure_arguments(parser)
     parser.add_argument("--output", "-o", type=Path, help="report file (default DB/results/NAME/report.html)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
+def execute(args) -> int:
     from filtershift.analysis.results import ResultsError
     from filtershift.figures.catalog import build_figures
-    from filtershift.report import write_report
+    from filtershift.figures.report import write_report
 
     try:
         results, db, subsets = load_inputs(args)

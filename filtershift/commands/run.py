@@ -1,4 +1,4 @@
-"""``filtershift run JOB.yaml``: the whole pipeline of a job spec (see :mod:`filtershift.pipeline`)."""
+"""``filtershift run JOB.yaml``: the whole pipeline of a job spec (see :mod:`filtershift.pipeline.stages`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+from filtershift.runtime.cluster import add_cluster_arguments, connect, settings_from_args
 
 
 def register(subparsers) -> None:
@@ -23,20 +23,20 @@ def register(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="run every stage, even the current ones")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
-    from filtershift.jobspec import JobSpecError, load_job
-    from filtershift.pipeline import StageError, describe_plan, run_job
-    from filtershift.slurm import sigterm_raises_interrupt
+def execute(args) -> int:
+    from filtershift.pipeline.jobspec import JobSpecError, load_job
+    from filtershift.pipeline.stages import StageError, describe_plan, run_job
+    from filtershift.runtime.slurm import sigterm_raises_interrupt
 
     try:
         job = load_job(args.job)
         check_groupings(job)
         settings = settings_from_args(args)
         if settings.kind == "slurm" and not settings.scheduler:
-            from filtershift.slurm import SlurmConfigError, resolve_slurm_settings
+            from filtershift.runtime.slurm import SlurmConfigError, resolve_slurm_settings
 
             try:
                 resolve_slurm_settings(settings.cluster_config)  # bad SLURM settings fail before any work too
@@ -80,7 +80,7 @@ def check_groupings(job) -> None:
     the manifest is already there: the given one, or a zoo built earlier)."""
     from filtershift import store
     from filtershift.analysis.plan import MODEL_GROUPING
-    from filtershift.jobspec import JobSpecError
+    from filtershift.pipeline.jobspec import JobSpecError
 
     manifest = job.manifest_path
     if not manifest.is_file() or manifest.suffix.lower() != ".csv":
@@ -117,7 +117,7 @@ class _Progress:
         self.client = client
 
     def snapshot(self) -> tuple[int, int]:
-        from filtershift.pipeline import TaskCounter
+        from filtershift.pipeline.stages import TaskCounter
 
         return self.client.run_on_scheduler(_counts, name=TaskCounter.name)
 
@@ -152,7 +152,7 @@ class _Progress:
             bar.close()
 
     def close(self) -> None:
-        from filtershift.pipeline import TaskCounter
+        from filtershift.pipeline.stages import TaskCounter
 
         with contextlib.suppress(Exception):
             self.client.unregister_scheduler_plugin(TaskCounter.name)
@@ -161,7 +161,7 @@ class _Progress:
 def _progress_factory(client):
     """Per-stage task bars, or None when the scheduler cannot load the plugin (an existing
     scheduler without filtershift installed): then the stages show their own bars."""
-    from filtershift.pipeline import TaskCounter
+    from filtershift.pipeline.stages import TaskCounter
 
     try:
         client.register_plugin(TaskCounter(client.id), name=TaskCounter.name)

@@ -13,11 +13,11 @@ def register(subparsers) -> None:
         "arrays, each model's rows match the checksum recorded at extraction, and results refer to the current database.",
     )
     parser.add_argument("db", type=Path, help="database folder")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args) -> int:
-    from filtershift.verify import verify
+def execute(args) -> int:
+    from filtershift.store.verify import verify
 
     problems = verify(args.db)
     for problem in problems:

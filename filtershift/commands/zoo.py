@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from filtershift.cluster import add_cluster_arguments, connect, settings_from_args
+from filtershift.runtime.cluster import add_cluster_arguments, connect, settings_from_args
 
 
 def register(subparsers) -> None:
@@ -26,10 +26,10 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data sets and models (default 0)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (one line per training task) and exit")
     add_cluster_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=execute)
 
 
-def run(args: argparse.Namespace) -> int:
+def execute(args: argparse.Namespace) -> int:
     from filtershift.zoo.plan import plan_zoo
 
     specs = plan_zoo(args.size, args.seed)

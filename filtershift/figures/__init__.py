@@ -2,7 +2,7 @@
 
 Each module holds pure functions of the small labelled results (:mod:`filtershift.analysis.results`)
 that return holoviews objects: :mod:`~filtershift.figures.pca` (components, explained variance),
-:mod:`~filtershift.figures.shift` (D heatmaps, pairwise D), :mod:`~filtershift.figures.ridge`
+:mod:`~filtershift.figures.heatmaps` (D heatmaps, pairwise D), :mod:`~filtershift.figures.ridge`
 (coefficient distributions), :mod:`~filtershift.figures.points` (bivariate densities, datashaded
 from the store), :mod:`~filtershift.figures.scale` (filter scale, counts, layer quality),
 :mod:`~filtershift.figures.phenotype` (automatic layer phenotypes). :mod:`~filtershift.figures.catalog`

@@ -13,7 +13,7 @@ import pandas as pd
 
 from filtershift.analysis.results import ALL_GROUP, PCAResult, Results, ResultsError
 from filtershift.figures import pca as pca_figs
-from filtershift.figures import points, ridge, scale, shift
+from filtershift.figures import heatmaps, points, ridge, scale
 from filtershift.figures.phenotype import PHENOTYPES, layer_phenotypes
 
 MAX_RIDGE_GROUPS = 24
@@ -67,7 +67,7 @@ def shift_figures(results: Results, shared_scale: bool = False) -> list[Figure]:
         out.append(Figure("shift_matrices", "Distribution shift between groups",
                           "D = Σ_i q_i [KL(P_i‖Q_i) + KL(Q_i‖P_i)] between the coefficient distributions of every two groups "
                           "(0: identical). Rows and columns sorted by column mean (depth deciles in depth order); ticks "
-                          "give the number of models (paper Figs. 3, 7).", shift.shift_heatmaps(matrices, counts, shared_scale)))
+                          "give the number of models (paper Figs. 3, 7).", heatmaps.shift_heatmaps(matrices, counts, shared_scale)))
     try:
         pairs = results.model_pairs()
     except ResultsError:
@@ -75,7 +75,7 @@ def shift_figures(results: Results, shared_scale: bool = False) -> list[Figure]:
     if pairs is not None and len(pairs):
         out.append(Figure("pair_shifts", "Shift between pairs of models",
                           "D between every two analysed models, split by whether the two share family, task, data type and "
-                          "data set (paper Fig. 4).", shift.pair_shift_distribution(pairs)))
+                          "data set (paper Fig. 4).", heatmaps.pair_shift_distribution(pairs)))
     return out
 
 

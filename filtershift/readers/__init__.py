@@ -1,6 +1,6 @@
 """Checkpoint readers behind one registry. Each reader turns a file into the model's regular 2-D
 convolutions (:class:`filtershift.types.ConvWeight`, execution ordered); selecting 3x3 kernels and
-assigning depths is pure code in :mod:`filtershift.kernels`."""
+assigning depths is pure code in :mod:`filtershift.extraction.kernels`."""
 
 from __future__ import annotations
 

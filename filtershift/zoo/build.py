@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from filtershift.malloc import relax_malloc
+from filtershift.runtime.malloc import relax_malloc
 from filtershift.zoo.datasets import dataset_name
 from filtershift.zoo.effect import model_effect, shift
 from filtershift.zoo.models import build, conv_kernel_counts
@@ -117,7 +117,7 @@ def _row(spec: ModelSpec, net: Trained, name: str, path: Path, fmt: str, *, trai
 
 def _relax_malloc() -> None:
     """Training allocates the same tensors step after step: keep them on the heap (see
-    :mod:`filtershift.malloc`)."""
+    :mod:`filtershift.runtime.malloc`)."""
     relax_malloc(64 * 2**20, 256 * 2**20)
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from filtershift.failpoints import failpoint
-from filtershift.kernels import model_kernels
-from filtershift.manifest import Entry
+from filtershift.runtime.failpoints import failpoint
+from filtershift.extraction.kernels import model_kernels
+from filtershift.extraction.manifest import Entry
 from filtershift.readers import read_convolutions
 
 STAGING_DIR = ".staging"

@@ -26,7 +26,7 @@ class ClusterSettings:
     threads_per_worker: int | None = None
     memory_limit: str | None = None
     dashboard_address: str = ":8787"
-    cluster_config: str | None = None  # --cluster-config: a SLURM settings YAML (see filtershift/slurm.py)
+    cluster_config: str | None = None  # --cluster-config: a SLURM settings YAML (see filtershift/runtime/slurm.py)
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
@@ -72,7 +72,7 @@ def local_cluster_kwargs(settings: ClusterSettings, n_cores: int | None = None) 
 def connect(settings: ClusterSettings, out=None) -> Iterator[object]:
     """Open the cluster ``settings`` names, print its dashboard address, yield a ``Client``; on exit
     close only what was started here (an existing scheduler and its workers are left running).
-    A Ctrl-C stops a cluster started here without log noise (see :mod:`filtershift.quiet_shutdown`)."""
+    A Ctrl-C stops a cluster started here without log noise (see :mod:`filtershift.runtime.quiet_shutdown`)."""
     from distributed import Client, LocalCluster
 
     distributed_log = logging.getLogger("distributed")
@@ -84,7 +84,7 @@ def connect(settings: ClusterSettings, out=None) -> Iterator[object]:
             else:
                 client = stack.enter_context(Client(settings.scheduler))
         elif settings.kind == "slurm":
-            from filtershift.slurm import slurm_cluster
+            from filtershift.runtime.slurm import slurm_cluster
 
             cluster = stack.enter_context(slurm_cluster(settings))
             client = stack.enter_context(Client(cluster))
@@ -93,7 +93,7 @@ def connect(settings: ClusterSettings, out=None) -> Iterator[object]:
             client = stack.enter_context(Client(cluster))
         started_here = not settings.scheduler
         if started_here:
-            from filtershift.quiet_shutdown import QuietShutdown
+            from filtershift.runtime.quiet_shutdown import QuietShutdown
 
             client.register_plugin(QuietShutdown(), name=QuietShutdown.name)
         print(f"dask dashboard: {client.dashboard_link}", file=out or sys.stderr, flush=True)

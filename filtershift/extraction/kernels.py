@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from filtershift.depth import dense_rank, depth_decile, relative_depth
+from filtershift.extraction.depth import dense_rank, depth_decile, relative_depth
 from filtershift.types import ConvWeight, Layer, ModelKernels
 
 

@@ -20,11 +20,11 @@ import pandas as pd
 import zarr
 
 from filtershift import store
-from filtershift.chunkplan import ChunkWrite, plan_chunk_writes
-from filtershift.failpoints import failpoint
-from filtershift.manifest import META_COLUMNS, Entry
-from filtershift.progress import compute, compute_each
-from filtershift.staging import STAGING_DIR, Staged, load_staged_kernels, one_line, read_staged_layers, stage_checkpoint
+from filtershift.extraction.chunkplan import ChunkWrite, plan_chunk_writes
+from filtershift.runtime.failpoints import failpoint
+from filtershift.extraction.manifest import META_COLUMNS, Entry
+from filtershift.runtime.progress import compute, compute_each
+from filtershift.extraction.staging import STAGING_DIR, Staged, load_staged_kernels, one_line, read_staged_layers, stage_checkpoint
 
 
 @dataclass(frozen=True)

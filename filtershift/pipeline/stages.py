@@ -2,7 +2,7 @@
 
 Stages: ``zoo`` (only for ``zoo:`` jobs) -> ``extract`` -> ``analyze:<name>`` per analysis ->
 ``figures:<name>`` per drawn analysis. Each stage calls the same functions as its command
-(``filtershift.zoo.build``, ``filtershift.extract``, ``filtershift.analysis.run``,
+(``filtershift.zoo.build``, ``filtershift.extraction.extract``, ``filtershift.analysis.run``,
 ``filtershift.figures``), on whatever dask client is current; this module never opens a cluster.
 
 A stage is *current* — and skipped — when its outputs are complete and were made from the present
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from filtershift.errors import FiltershiftError
-from filtershift.jobspec import AnalysisSpec, JobSpec, JobSpecError
+from filtershift.pipeline.jobspec import AnalysisSpec, JobSpec, JobSpecError
 
 LOG_FILE = "pipeline.jsonl"
 ZOO_STAMP = ".filtershift-zoo.json"
@@ -126,8 +126,8 @@ def zoo_current(job: JobSpec) -> tuple[bool, str]:
 def extract_current(job: JobSpec) -> tuple[bool, str]:
     if not job.manifest_path.is_file():
         return False, f"no manifest yet ({job.manifest_path})"
-    from filtershift.extract import plan_extraction
-    from filtershift.manifest import read_manifest
+    from filtershift.extraction.extract import plan_extraction
+    from filtershift.extraction.manifest import read_manifest
 
     plan = plan_extraction(read_manifest(job.manifest_path), job.db)
     return not plan.to_stage, plan.describe()
@@ -221,8 +221,8 @@ def run_zoo(job: JobSpec, show_progress: bool) -> dict[str, Any]:
 
 def run_extract(job: JobSpec, show_progress: bool) -> dict[str, Any]:
     from filtershift import store
-    from filtershift.extract import plan_extraction, run_extraction
-    from filtershift.manifest import read_manifest
+    from filtershift.extraction.extract import plan_extraction, run_extraction
+    from filtershift.extraction.manifest import read_manifest
 
     plan = plan_extraction(read_manifest(job.manifest_path), job.db)
     report = run_extraction(plan, chunk_rows=job.chunk_rows or store.DEFAULT_CHUNK_ROWS, show_progress=show_progress)

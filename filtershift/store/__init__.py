@@ -1,0 +1,39 @@
+"""The filter database on disk: the one package that touches its storage (see docs/design.md §3).
+
+``database`` opens, creates and appends to a database (the Zarr store and the two Parquet tables);
+``verify`` checks its invariants and ``info`` summarises it. Everything else imports from here.
+"""
+
+from filtershift.store.database import (
+    DEFAULT_CHUNK_ROWS,
+    FILTERS_STORE,
+    LAYER_COLUMNS,
+    LAYER_DTYPES,
+    LAYERS_TABLE,
+    MODEL_COLUMNS,
+    MODEL_DTYPES,
+    MODELS_TABLE,
+    RESULTS_DIR,
+    STORAGE_ERRNOS,
+    Database,
+    DatabaseError,
+    StoreChunks,
+    aligned_chunks,
+    append_rows,
+    committed_layers,
+    ensure_store,
+    is_storage_error,
+    open_database,
+    read_tables,
+    storage_error_message,
+    write_database,
+    write_table,
+    writer_lock,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS", "FILTERS_STORE", "LAYER_COLUMNS", "LAYER_DTYPES", "LAYERS_TABLE", "MODEL_COLUMNS",
+    "MODEL_DTYPES", "MODELS_TABLE", "RESULTS_DIR", "STORAGE_ERRNOS", "Database", "DatabaseError", "StoreChunks",
+    "aligned_chunks", "append_rows", "committed_layers", "ensure_store", "is_storage_error", "open_database",
+    "read_tables", "storage_error_message", "write_database", "write_table", "writer_lock",
+]
