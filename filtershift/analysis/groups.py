@@ -10,7 +10,7 @@ import pandas as pd
 
 from filtershift.analysis.histograms import distributions, group_mass, unit_index, unit_masses
 from filtershift.analysis.plan import AnalysisPlan, Grouping
-from filtershift.analysis.results import GroupHistograms
+from filtershift.analysis.types import GroupHistograms
 from filtershift.analysis.divergence import shift_matrix, upper_pairs
 
 

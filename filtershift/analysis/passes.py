@@ -27,7 +27,7 @@ import numpy as np
 
 from filtershift.analysis.counting import count_rows, range_rows, symmetrise
 from filtershift.analysis.pca import Moments, prepare, row_absmax
-from filtershift.analysis.results import PCAResult
+from filtershift.analysis.types import PCAResult
 from filtershift.runtime.malloc import relax_malloc
 
 SPLIT_EVERY = 8

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filtershift.analysis.results import PCAResult
+from filtershift.analysis.types import PCAResult
 
 N_FEATURES = 9
 

@@ -67,8 +67,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +74,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from filtershift.analysis.types import Bins, GroupHistograms, GroupHistograms2D, PCAResult
 from filtershift.errors import FiltershiftError
+from filtershift.store.files import atomic_write, atomic_write_json
 
 PCA_FILE = "pca.json"
 BINS_FILE = "bins.json"
@@ -116,110 +116,6 @@ def hist2d_file(by: str) -> str:
 
 def counts_file(by: str) -> str:
     return f"counts_{by}.csv"
-
-
-# --------------------------------------------------------------------------------------------
-# Small frozen types: what the readers return
-
-
-@dataclass(frozen=True)
-class PCAResult:
-    """A fitted PCA: ``f = mean + sum_i c_i components[i]``."""
-
-    mean: np.ndarray
-    components: np.ndarray
-    explained_variance: np.ndarray
-    explained_variance_ratio: np.ndarray
-    n_filters: int
-    scaling: str
-    method: str = "covariance"
-    fit_on: str | None = None
-    n_analysed: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean.tolist(),
-            "components": self.components.tolist(),
-            "explained_variance": self.explained_variance.tolist(),
-            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
-            "n_filters": int(self.n_filters),
-            "scaling": self.scaling,
-            "method": self.method,
-            "fit_on": self.fit_on,
-            "n_analysed": None if self.n_analysed is None else int(self.n_analysed),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "PCAResult":
-        return cls(
-            mean=np.asarray(d["mean"], dtype=np.float64),
-            components=np.asarray(d["components"], dtype=np.float64),
-            explained_variance=np.asarray(d["explained_variance"], dtype=np.float64),
-            explained_variance_ratio=np.asarray(d["explained_variance_ratio"], dtype=np.float64),
-            n_filters=int(d["n_filters"]),
-            scaling=d["scaling"],
-            method=d.get("method", "covariance"),
-            fit_on=d.get("fit_on"),
-            n_analysed=d.get("n_analysed"),
-        )
-
-
-@dataclass(frozen=True)
-class Bins:
-    """The shared bins: 1-D ``edges`` (n_bins + 1) and the per-component 2-D ``edges_2d``
-    (9, n_bins_2d + 1) with the component ``pairs``."""
-
-    edges: np.ndarray
-    edges_2d: np.ndarray
-    pairs: tuple[tuple[int, int], ...]
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.edges) - 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "edges": self.edges.tolist(),
-            "min": float(self.edges[0]),
-            "max": float(self.edges[-1]),
-            "n_bins": self.n_bins,
-            "edges_2d": self.edges_2d.tolist(),
-            "n_bins_2d": len(self.edges_2d) - 1,
-            "pairs": [list(p) for p in self.pairs],
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Bins":
-        return cls(
-            edges=np.asarray(d["edges"], dtype=np.float64),
-            edges_2d=np.asarray(d["edges_2d"], dtype=np.float64),
-            pairs=tuple(tuple(int(i) for i in p) for p in d["pairs"]),
-        )
-
-
-@dataclass(frozen=True)
-class GroupHistograms:
-    """Coefficient histograms of one grouping: ``counts`` and ``probabilities`` are (G, 9, n_bins)."""
-
-    by: str
-    labels: tuple[str, ...]
-    counts: np.ndarray
-    probabilities: np.ndarray
-    edges: np.ndarray
-    n_filters: np.ndarray
-    n_models: np.ndarray
-
-
-@dataclass(frozen=True)
-class GroupHistograms2D:
-    """Joint histograms of component pairs: ``counts`` is (G, P, B2, B2); for pair ``(i, j)`` axis 2
-    bins c_i over ``edges[i]`` and axis 3 bins c_j over ``edges[j]`` (``edges`` is (9, B2 + 1))."""
-
-    by: str
-    labels: tuple[str, ...]
-    pairs: tuple[tuple[int, int], ...]
-    counts: np.ndarray
-    edges: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -331,19 +227,7 @@ def load_results(db_path: str | os.PathLike, name: str) -> Results:
 
 
 # --------------------------------------------------------------------------------------------
-# Writers (atomic: temporary file + rename)
-
-
-def _atomic(target: Path, write: Callable[[str], None], suffix: str = "") -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# Writers (atomic: temporary file + rename, mode from the umask; see filtershift/store/files.py)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -351,20 +235,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(target: Path, obj: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-    _atomic(target, write)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    atomic_write_json(target, obj)
 
 
 def write_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> None:
@@ -374,15 +245,15 @@ def write_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> N
         with open(tmp, "wb") as fh:
             save(fh, **arrays)
 
-    _atomic(target, write)
+    atomic_write(target, write)
 
 
 def write_csv(target: Path, df: pd.DataFrame, index: bool = False) -> None:
-    _atomic(target, lambda tmp: df.to_csv(tmp, index=index))
+    atomic_write(target, lambda tmp: df.to_csv(tmp, index=index))
 
 
 def write_parquet(target: Path, df: pd.DataFrame) -> None:
-    _atomic(target, lambda tmp: df.to_parquet(tmp, index=False))
+    atomic_write(target, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def shift_frame(d: np.ndarray, labels: tuple[str, ...] | list[str]) -> pd.DataFrame:

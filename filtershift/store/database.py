@@ -7,7 +7,6 @@ interrupted append), and are overwritten by the next append.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import tempfile
@@ -20,6 +19,7 @@ import pandas as pd
 import zarr
 
 from filtershift.errors import FiltershiftError
+from filtershift.store.files import exclusive_lock
 
 FILTERS_STORE = "filters.zarr"
 MODELS_TABLE = "models.parquet"
@@ -167,22 +167,10 @@ def committed_layers(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame
     return layers if keep.all() else layers[keep].reset_index(drop=True)
 
 
-@contextlib.contextmanager
 def writer_lock(path: Path):
     """Hold ``DB/.lock`` while writing: a second writer fails at once with a clear message. The
     operating system releases the lock when the holder dies, so a killed run never blocks."""
-    import fcntl
-
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatabaseError(f"{path} is being written by another filtershift process; wait for it to finish.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(path / ".lock", f"{path} is being written by another filtershift process; wait for it to finish.", DatabaseError)
 
 
 def write_table(df: pd.DataFrame, target: Path) -> None:

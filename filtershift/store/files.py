@@ -8,12 +8,15 @@ with mode 0600; here the finished file gets the mode an ordinary ``open(..., "w"
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from filtershift.errors import FiltershiftError
 
 
 def current_umask() -> int:
@@ -75,3 +78,27 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, os.PathLike):
         return os.fspath(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, busy_message: str, error: type[Exception] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` for the ``with`` block; if another process holds
+    it, raise ``error`` (default :class:`LockedError`) with ``busy_message`` at once. The
+    operating system releases the lock when its holder dies, so a killed run never blocks."""
+    import fcntl
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise (error or LockedError)(busy_message) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LockedError(FiltershiftError, RuntimeError):
+    """Another filtershift process holds the lock; the message says what it is doing."""
