@@ -124,3 +124,79 @@ def test_manifest_level_problems_fail_before_any_work(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "bad.csv"), "--db", str(tmp_path / "db")]) == 2
     assert "no 'path' column" in capsys.readouterr().err
     assert not (tmp_path / "db").exists()
+
+
+def _zip_member_offsets(path: Path) -> list[int]:
+    """A byte inside the data of each non-empty member of a zip archive."""
+    import struct
+    import zipfile
+
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        out = []
+        for info in archive.infolist():
+            if info.file_size:
+                name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+                out.append(info.header_offset + 30 + name_len + extra_len + min(3, info.file_size - 1))
+        return out
+
+
+@pytest.fixture(scope="module")
+def damaged_pickles(tmp_path_factory):
+    """Real torch.save files, new zip format and legacy, cut short at several offsets and with
+    flipped bytes where the format can tell (zip: in a member's data, CRC-32; legacy: its header)."""
+    folder = tmp_path_factory.mktemp("damaged")
+    rows = []
+    model = make_model(2)
+    for kind, new_zip in (("zip", True), ("legacy", False)):
+        good = folder / f"good-{kind}.pt"
+        torch.save(model.state_dict(), good, _use_new_zipfile_serialization=new_zip)
+        data = good.read_bytes()
+        cuts = {f"cut{f}": data[: int(len(data) * f)] for f in (0.0, 0.02, 0.3, 0.6, 0.95)}
+        cuts["cut-1"] = data[:-1]
+        flips = _zip_member_offsets(good) if new_zip else [0, 2, 12]
+        for i, offset in enumerate(flips):
+            b = bytearray(data)
+            b[offset] ^= 0xFF
+            cuts[f"flip{i}"] = bytes(b)
+        for case, content in cuts.items():
+            (folder / f"{kind}-{case}.pt").write_bytes(content)
+            rows.append({"path": f"{kind}-{case}.pt", "name": f"{kind}-{case}", "format": "torch"})
+        rows.append({"path": good.name, "name": f"good-{kind}", "format": "torch"})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder, rows
+
+
+def test_truncated_or_corrupt_pickles_say_so(damaged_pickles, tmp_path, capsys):
+    folder, rows = damaged_pickles
+    code = main(["extract", str(folder / "manifest.csv"), "--db", str(tmp_path / "db"), "--workers", "1", "--no-progress", "--dashboard-address", ":0"])
+    capsys.readouterr()
+    assert code == 1
+    models = store.open_database(tmp_path / "db").models.set_index("name")
+    assert len(models) == len(rows)
+    for row in rows:
+        status, error = models.at[row["name"], "status"], models.at[row["name"], "error"]
+        if row["name"].startswith("good-"):
+            assert status == "ok", error
+            continue
+        assert status == "failed", (row["name"], error)
+        assert f"{row['path']}: truncated or corrupt PyTorch checkpoint (" in error, (row["name"], error)
+        assert error.endswith("re-download or re-save it") and "\n" not in error, (row["name"], error)
+        assert "Errno" not in error and "refused to unpickle" not in error, (row["name"], error)
+    assert "CRC-32" in models.at["zip-flip0", "error"]
+    assert "the zip archive ends early" in models.at["zip-cut0.95", "error"]
+    assert "the pickle ends early" in models.at["legacy-cut0.6", "error"]
+    assert "the file is empty" in models.at["zip-cut0.0", "error"]
+
+
+def test_a_truncated_torchscript_archive_says_so(tmp_path):
+    import warnings
+
+    path = tmp_path / "model.torchscript"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch >= 2.10
+        torch.jit.save(torch.jit.script(make_model(0)), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.torchscript: truncated or corrupt PyTorch checkpoint"):
+        read_convolutions(path, "torchscript")

@@ -11,12 +11,14 @@ import warnings
 from pathlib import Path
 
 from filtershift.readers.statedict import EMA_PATTERN, to_numpy_float32
+from filtershift.readers.torch_pickle import check_zip_archive
 from filtershift.types import ConvWeight
 
 
 def read_torchscript(path: Path, arch: str = "") -> list[ConvWeight]:
     import torch
 
+    check_zip_archive(path)  # a truncated or corrupt archive is named as such
     try:
         with warnings.catch_warnings():
             # TorchScript is deprecated in torch >= 2.10, but users' archives still need reading.
