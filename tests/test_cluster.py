@@ -164,6 +164,15 @@ def test_dashboard_answers_while_a_job_runs(tmp_path):
     assert proc.returncode == 0, "".join(seen) + err
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT acts by default, whatever the test run inherited (a run
+    started in the background from a non-interactive shell has SIGINT ignored, and an ignored
+    signal stays ignored across exec; Python then installs no KeyboardInterrupt handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("to", ["process", "group"])
 def test_ctrl_c_stops_a_job_cleanly(tmp_path, to):
@@ -182,6 +191,7 @@ def test_ctrl_c_stops_a_job_cleanly(tmp_path, to):
     with subprocess.Popen(
         [sys.executable, "-m", "filtershift", "run", str(job), "--no-progress", "--workers", "1", "--dashboard-address", ":0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=default_sigint,  # the test sends SIGINT: it must not be inherited as ignored
     ) as proc:
         try:
             for line in proc.stderr:
@@ -210,3 +220,25 @@ def test_ctrl_c_stops_a_job_cleanly(tmp_path, to):
     assert [(r["stage"], r["status"]) for r in log] == [("zoo", "interrupted")]
     assert not (tmp_path / "zoo" / ".filtershift-zoo.json").exists()
     assert not (tmp_path / "stop.db" / "models.parquet").exists()
+
+
+def ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_test_passes_in_a_background_run(tmp_path):
+    """The Ctrl-C test in a child pytest that inherits SIGINT as ignored, as `nohup pytest ... &`
+    from a script does: the test sets the signal's disposition in its own child, so it passes."""
+    import os
+
+    test = f"{Path(__file__).resolve()}::test_ctrl_c_stops_a_job_cleanly[process]"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test, "--basetemp", str(tmp_path / "t")],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=540, preexec_fn=ignore_sigint, env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
