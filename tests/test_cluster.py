@@ -242,3 +242,20 @@ def test_ctrl_c_test_passes_in_a_background_run(tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_rerun_with_nothing_to_do_starts_no_cluster(tmp_path):
+    import json
+
+    job = write_job(tmp_path, tiny_manifest(tmp_path / "zoo"))
+    command = [sys.executable, "-m", "filtershift", "run", str(job), "--no-progress", "--workers", "1", "--dashboard-address", ":0"]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0 and "dask dashboard: http" in first.stderr, first.stderr
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr and "no cluster started" in again.stderr
+    assert "dask dashboard" not in again.stderr and "distributed." not in again.stderr, again.stderr
+    assert "[1/2] extract: up to date" in again.stderr and "[2/2] analyze:scaled: up to date" in again.stderr
+    log = [json.loads(line) for line in (tmp_path / "job.db" / "results" / "pipeline.jsonl").read_text().splitlines()]
+    assert [(r["status"], r["cluster"]) for r in log[-2:]] == [("skipped", "none")] * 2

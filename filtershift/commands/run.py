@@ -50,17 +50,21 @@ def execute(args) -> int:
         return 2
     label = settings.scheduler or settings.kind
     print(job.describe(), file=sys.stderr)
-    with sigterm_raises_interrupt(), connect(settings) as client:
-        progress = None if args.no_progress else _progress_factory(client)
-        try:
-            records = run_job(job, force=args.force, show_progress=not args.no_progress and progress is None,
-                              cluster=label, progress=progress)
-        except StageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            if progress is not None:
-                progress.close()
+    if not args.force and nothing_to_do(job):  # no cluster to start: every stage is skipped
+        records = run_job(job, cluster="none")
+        print(f"job {job.name}: nothing to do, every stage is up to date (no cluster started; --force reruns them)", file=sys.stderr)
+    else:
+        with sigterm_raises_interrupt(), connect(settings) as client:
+            progress = None if args.no_progress else _progress_factory(client)
+            try:
+                records = run_job(job, force=args.force, show_progress=not args.no_progress and progress is None,
+                                  cluster=label, progress=progress)
+            except StageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            finally:
+                if progress is not None:
+                    progress.close()
     failed = sum(int(r.volume.get("failed", 0)) for r in records)
     print(f"job {job.name}: {sum(r.status == 'done' for r in records)} stage(s) run, "
           f"{sum(r.status == 'skipped' for r in records)} up to date; log: {job.db / 'results' / 'pipeline.jsonl'}")
@@ -73,6 +77,14 @@ def execute(args) -> int:
         print(f"{failed} checkpoint(s) failed to extract (see above); the others were analysed", file=sys.stderr)
         return 1
     return 0
+
+
+def nothing_to_do(job) -> bool:
+    """Whether every stage of ``job`` is current (or, for figures, cannot run here), decided from
+    the files alone, before any cluster is started."""
+    from filtershift.pipeline.stages import figures_available, is_current, stages
+
+    return all((stage.kind == "figures" and figures_available()) or is_current(job, stage)[0] for stage in stages(job))
 
 
 def check_groupings(job) -> None:
