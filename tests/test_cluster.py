@@ -259,3 +259,64 @@ def test_a_rerun_with_nothing_to_do_starts_no_cluster(tmp_path):
     assert "[1/2] extract: up to date" in again.stderr and "[2/2] analyze:scaled: up to date" in again.stderr
     log = [json.loads(line) for line in (tmp_path / "job.db" / "results" / "pipeline.jsonl").read_text().splitlines()]
     assert [(r["status"], r["cluster"]) for r in log[-2:]] == [("skipped", "none")] * 2
+
+
+def _extract_command(tmp_path: Path, db: str) -> list[str]:
+    manifest = tiny_manifest(tmp_path / "zoo")
+    return [sys.executable, "-m", "filtershift", "extract", str(manifest), "--db", str(tmp_path / db), "--workers", "1", "--dashboard-address", ":0"]
+
+
+@pytest.mark.timeout(300)
+def test_progress_to_a_redirected_log_is_one_line_per_stage(tmp_path):
+    with open(tmp_path / "stderr.log", "w") as err:  # a file: not a terminal
+        run = subprocess.run(_extract_command(tmp_path, "log.db"), cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, timeout=240)
+    log = (tmp_path / "stderr.log").read_text()
+    assert run.returncode == 0, log
+    assert "\r" not in log and "Completed" not in log and "it/s" not in log and "%|" not in log, log
+    for stage in ("extract", "consolidate"):
+        lines = [line for line in log.splitlines() if line.startswith(f"{stage}")]
+        assert 1 <= len(lines) <= 3 and "tasks done in" in lines[-1], log
+
+
+@pytest.mark.timeout(300)
+def test_progress_bars_on_a_terminal(tmp_path):
+    import os
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    try:
+        proc = subprocess.Popen(_extract_command(tmp_path, "tty.db"), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=secondary, stdin=subprocess.DEVNULL)
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=240) == 0
+    finally:
+        os.close(primary)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "\r" in shown and "extract: 100%|" in shown and "task" in shown, shown  # a tqdm bar, redrawn in place
+    assert "tasks done in" not in shown, shown
+
+
+def test_no_progress_is_accepted_by_every_computing_command():
+    from filtershift.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["analyze", "DB"], ["extract", "M.csv", "--db", "DB"], ["run", "JOB.yaml"], ["zoo", "DIR"],
+                 ["import-cnnfilterdb", "F.h5", "--db", "DB"], ["export-cnnfilterdb", "DB", "F.h5"]):
+        try:
+            args = parser.parse_args([*argv, "--no-progress"])
+        except SystemExit:
+            pytest.fail(f"{argv[0]} refuses --no-progress")
+        assert args.no_progress is True

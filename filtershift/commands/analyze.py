@@ -60,9 +60,9 @@ def execute(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name = args.name or args.scaling
-    parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "no_progress")}
     scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
     with scope:
-        results = analyze(db, plan, name, parameters=parameters)
+        results = analyze(db, plan, name, parameters=parameters, log=not args.no_progress)
     print(f"wrote {results.path}")
     return 0

@@ -22,7 +22,6 @@ def register(subparsers) -> None:
     imp.add_argument("--db", type=Path, required=True, help="new database folder")
     imp.add_argument("--chunk-rows", type=int, default=store.DEFAULT_CHUNK_ROWS, help="rows per Zarr chunk (default %(default)s)")
     imp.add_argument("--coerce-mixed", action="store_true", help="store /meta columns that mix text and numbers as text instead of failing")
-    imp.add_argument("--no-progress", action="store_true", help="no progress lines")
     imp.add_argument("--threads", action="store_true", help="run on the local threaded scheduler (no cluster, no dashboard); "
                      "about 3x faster than a 2-worker LocalCluster on a 2-core machine (benchmarks/bench_import.py)")
     add_cluster_arguments(imp)
@@ -39,7 +38,6 @@ def register(subparsers) -> None:
     exp.add_argument("db", type=Path, help="database folder")
     exp.add_argument("file", type=Path, help="HDF5 file to write (replaced if it exists)")
     exp.add_argument("--float64", action="store_true", help="write /filters as float64 like the published v1.0 file (default float32)")
-    exp.add_argument("--no-progress", action="store_true", help="no progress lines")
     exp.add_argument("--threads", action="store_true", help="run on the local threaded scheduler (no cluster, no dashboard)")
     add_cluster_arguments(exp)
     exp.set_defaults(func=execute_export)

@@ -19,7 +19,6 @@ def register(subparsers) -> None:
     parser.add_argument("manifest", type=Path, help="CSV or YAML manifest, one row per checkpoint (DESIGN.md §3)")
     parser.add_argument("--db", type=Path, required=True, help="database folder (created if missing)")
     parser.add_argument("--chunk-rows", type=int, default=store.DEFAULT_CHUNK_ROWS, help="rows per Zarr chunk of a new database (default %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(parser)
     parser.set_defaults(func=execute)
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 
 from filtershift.runtime.cluster import add_cluster_arguments, connect, settings_from_args
+from filtershift.runtime.progress import on_terminal
 
 
 def register(subparsers) -> None:
@@ -21,7 +22,6 @@ def register(subparsers) -> None:
     parser.add_argument("job", help="job spec (YAML), e.g. jobs/demo.yaml; relative paths in it are relative to the working directory")
     parser.add_argument("--dry-run", action="store_true", help="check the spec, print which stages would run or be skipped, and exit")
     parser.add_argument("--force", action="store_true", help="run every stage, even the current ones")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_cluster_arguments(parser)
     parser.set_defaults(func=execute)
 
@@ -55,7 +55,7 @@ def execute(args) -> int:
         print(f"job {job.name}: nothing to do, every stage is up to date (no cluster started; --force reruns them)", file=sys.stderr)
     else:
         with sigterm_raises_interrupt(), connect(settings) as client:
-            progress = None if args.no_progress else _progress_factory(client)
+            progress = None if args.no_progress or not on_terminal() else _progress_factory(client)
             try:
                 records = run_job(job, force=args.force, show_progress=not args.no_progress and progress is None,
                                   cluster=label, progress=progress)

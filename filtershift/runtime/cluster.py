@@ -34,7 +34,10 @@ class ClusterSettings:
 
 
 def add_cluster_arguments(parser) -> None:
-    """The cluster options every command takes."""
+    """The cluster options every command takes, and ``--no-progress`` (every command that computes
+    takes these)."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress output (bars are drawn only on a terminal; a redirected log gets one line per stage)")
     group = parser.add_argument_group("cluster")
     group.add_argument("--scheduler", metavar="ADDRESS", help="use an existing dask scheduler (tcp://HOST:PORT or a scheduler file); nothing is started or stopped")
     group.add_argument("--cluster", choices=CLUSTER_KINDS, default="local", help="start a cluster of this kind (default: local)")

@@ -1,14 +1,35 @@
 """Running dask collections with a terminal progress bar, on whatever scheduler is current.
 
 Stage code builds collections and hands them here; it never learns which scheduler runs them
-(a distributed ``Client`` if one is active, else dask's default local scheduler).
+(a distributed ``Client`` if one is active, else dask's default local scheduler). Bars are drawn
+only when stderr is a terminal; a redirected log gets one line per computation instead
+(``extract: 74 tasks done in 12.3 s``), and ``show=False`` (``--no-progress``) prints nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Sequence
+
+
+def on_terminal(stream=None) -> bool:
+    """Whether ``stream`` (default: the current stderr) is a terminal, where bars may redraw."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+def _done_line(label: str, n_tasks: int, t0: float, extra: str = "") -> None:
+    """The one line a computation leaves in a redirected log."""
+    print(f"{label or 'compute'}: {n_tasks} tasks done in {time.perf_counter() - t0:.1f} s{extra}", file=sys.stderr, flush=True)
+
+
+def _n_tasks(collections) -> int:
+    return sum(len(c.__dask_graph__()) for c in collections if hasattr(c, "__dask_graph__"))
 
 
 def _current_client():
@@ -21,9 +42,14 @@ def _current_client():
 
 
 def compute(*collections, label: str = "", show: bool = True):
-    """``dask.compute(*collections)`` with a progress bar named ``label``."""
+    """``dask.compute(*collections)`` with a progress bar named ``label`` (a line when not on a terminal)."""
     import dask
 
+    if show and not on_terminal():
+        t0 = time.perf_counter()
+        out = dask.compute(*collections)
+        _done_line(label, _n_tasks(collections), t0)
+        return out
     client = _current_client()
     if client is None:
         if not show:
@@ -46,6 +72,15 @@ def compute(*collections, label: str = "", show: bool = True):
 def compute_each(tasks: Sequence, label: str = "", show: bool = True) -> list[tuple[object, BaseException | None]]:
     """Compute independent tasks, keeping each one's failure apart: ``[(result, error), ...]``.
     A task that raises (or whose worker dies) fails alone; the others still deliver."""
+    t0 = time.perf_counter()
+    out = _compute_each(tasks, label, show and on_terminal())
+    if show and not on_terminal():
+        failed = sum(error is not None for _, error in out)
+        _done_line(label, len(tasks), t0, f" ({failed} failed)" if failed else "")
+    return out
+
+
+def _compute_each(tasks: Sequence, label: str, show: bool) -> list[tuple[object, BaseException | None]]:
     import dask
 
     client = _current_client()
