@@ -43,7 +43,7 @@ import pandas as pd
 
 from filtershift.extraction.depth import depth_decile_from_float
 from filtershift.errors import FiltershiftError
-from filtershift.store import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS
+from filtershift.schema import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS
 
 INDEX_LEVELS = ["model_id", "conv_depth", "conv_depth_norm", "layer_id"]
 FILTER_IDS = "filter_ids"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import holoviews as hv
 import numpy as np
 
-from filtershift.analysis.results import PCAResult
+from filtershift.analysis.types import PCAResult
 from filtershift.figures._style import DIVERGING, WIDTH, percent, symmetric_limit
 
 

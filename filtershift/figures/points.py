@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from holoviews.operation.datashader import rasterize
 
-from filtershift.analysis.results import GroupHistograms2D, PCAResult
+from filtershift.analysis.types import GroupHistograms2D, PCAResult
 from filtershift.figures._style import DENSITY
 
 CLABEL = "filters per pixel (log scale)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 
-from filtershift.analysis.results import GroupHistograms
+from filtershift.analysis.types import GroupHistograms
 from filtershift.figures._style import decile_label, is_ordered, natural_order, pretty
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

@@ -19,6 +19,7 @@ import pandas as pd
 import zarr
 
 from filtershift.errors import FiltershiftError
+from filtershift.schema import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS, MODEL_DTYPES
 from filtershift.store.files import exclusive_lock
 
 FILTERS_STORE = "filters.zarr"
@@ -30,25 +31,6 @@ RESULTS_DIR = "results"
 # reads of 256k-row chunks beat 1M-row chunks (fresh buffers above ~32 MiB are page-faulted
 # on every chunk on these VMs), and 3x3 float32 weights barely compress, so no codec by default.
 DEFAULT_CHUNK_ROWS = 262_144
-
-MODEL_COLUMNS = [
-    "model_id", "name", "path", "format", "sha256", "task", "data_type", "dataset", "family",
-    "n_layers", "n_filters", "status", "error",
-]
-LAYER_COLUMNS = [
-    "layer_id", "model_id", "name", "conv_index", "n_conv", "depth", "depth_decile",
-    "in_channels", "out_channels", "groups", "start", "stop", "n_filters",
-]
-MODEL_DTYPES = {
-    "model_id": "int32", "n_layers": "int64", "n_filters": "int64", "n_conv": "int64",
-    "size_bytes": "int64", "mtime_ns": "int64",
-}
-LAYER_DTYPES = {
-    "layer_id": "int32", "model_id": "int32", "conv_index": "int32", "n_conv": "int32",
-    "depth": "float64", "depth_decile": "int8", "in_channels": "int32", "out_channels": "int32",
-    "groups": "int32", "start": "int64", "stop": "int64", "n_filters": "int64",
-}
-
 
 class DatabaseError(FiltershiftError, RuntimeError):
     """A database that is missing, malformed or inconsistent; the message says how to fix it."""
