@@ -31,7 +31,7 @@ FAMILIES = ["resnet", "vgg", "unet"]
 
 def synthetic_tables(n_models: int = 7, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Filters with structure (a few dominant directions, per-model scale and offset), an all-zero
-    layer, a layer of half-zero filters, a one-filter layer; the two tables of DESIGN.md §3."""
+    layer, a layer of half-zero filters, a one-filter layer; the two tables of docs/design.md §3."""
     rng = np.random.default_rng(seed)
     mixing = rng.normal(size=(9, 9)) * np.linspace(2.0, 0.2, 9)[:, None]
     models, layers, parts = [], [], []
@@ -173,7 +173,7 @@ def test_layer_statistics_match_reference(tmp_path, n_chunks):
     np.testing.assert_allclose(got["mean_range"], ref["mean_range"], rtol=1e-12)
     np.testing.assert_allclose(got["threshold"], ref["threshold"], rtol=1e-12)
     np.testing.assert_allclose(got["variance_entropy"], ref["variance_entropy"], rtol=0, atol=1e-9)
-    # the special layers behave as DESIGN.md says
+    # the special layers behave as docs/design.md §2 says
     assert got.loc[got["layer_id"] == LAYERS.query("model_id == 4 and conv_index == 1")["layer_id"].item(), "sparsity"].item() == 1.0
     # per model mean range per depth decile: the mean of the layers' means
     mdr = res.model_depth_range()

@@ -1,4 +1,4 @@
-"""The analysis (DESIGN.md §2): PCA of the filters, grouped coefficient histograms, shift matrices
+"""The analysis (docs/design.md §2): PCA of the filters, grouped coefficient histograms, shift matrices
 and layer statistics, streamed over the filter store in at most three reads.
 
 Pure modules (``pca``, ``histograms``, ``shift``, ``layerstats``, ``plan``) compute; ``passes``

@@ -1,4 +1,4 @@
-"""The distribution shift (DESIGN.md §2): ``D(P‖Q) = Σ_i q_i [KL(P_i‖Q_i) + KL(Q_i‖P_i)]``, natural
+"""The distribution shift (docs/design.md §2): ``D(P‖Q) = Σ_i q_i [KL(P_i‖Q_i) + KL(Q_i‖P_i)]``, natural
 log, q the explained-variance ratios. Pure numpy.
 
 The symmetric KL sum is computed as ``Σ_j (p_j - q_j)(log p_j - log q_j)``: every term is ≥ 0, so

@@ -1,6 +1,6 @@
 """From per-layer counts to everything per group: histograms under a weighting, D matrices,
 bootstrap intervals, counts, and the table of D between individual models. Pure: no filter is
-read here — every group is a sum over its layers (DESIGN.md §4).
+read here — every group is a sum over its layers (docs/design.md §4).
 """
 
 from __future__ import annotations

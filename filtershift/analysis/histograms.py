@@ -1,4 +1,4 @@
-"""Coefficient histograms (DESIGN.md §2): shared uniform bins, exact ``numpy.histogram`` binning,
+"""Coefficient histograms (docs/design.md §2): shared uniform bins, exact ``numpy.histogram`` binning,
 group sums of per-layer counts under a weighting, and the eps-floored distributions D is built
 from. Pure numpy.
 """

@@ -1,4 +1,4 @@
-"""Statistics per layer (DESIGN.md §2), from per-layer sums gathered in the histogram pass. Pure.
+"""Statistics per layer (docs/design.md §2), from per-layer sums gathered in the histogram pass. Pure.
 
 Per layer the pass gathers: n, the sum of filter ranges (max - min), max |w| (from the range
 pass), the number of sparse filters (all 9 |w| < 0.01 max|W|), and the scatter matrix of W about

@@ -1,4 +1,4 @@
-"""PCA of filters (DESIGN.md §2): full rank, mean-centred, deterministic signs. Pure numpy.
+"""PCA of filters (docs/design.md §2): full rank, mean-centred, deterministic signs. Pure numpy.
 
 The exact method accumulates, per block, the count, the mean and the centred scatter matrix in
 float64 and merges blocks with the pairwise update of Chan, Golub & LeVeque (a numerically stable

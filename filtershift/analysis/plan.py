@@ -4,8 +4,8 @@ Pure: takes the models and layers tables (pandas) and the store's row count and 
 neither zarr nor dask. The plan is a frozen value; tests inspect it without running anything.
 
 Layers are the unit of everything: the analysed layers get positions ``0..L-1`` in row order, and
-every grouping is a lookup ``layer position -> group code`` (DESIGN.md §4: "any meta-group is a
-lookup table layer_id -> group code"). The streaming pass histograms per layer; any grouping,
+every grouping is a lookup ``layer position -> group code`` (docs/design.md §4: the plan holds
+the lookups layer_id -> position -> group code). The streaming pass histograms per layer; any grouping,
 weighting and bootstrap resample is then a sum over layers, with no further read of the filters.
 """
 

@@ -6,7 +6,7 @@ files (through :func:`load_results`), never the filter store.
 Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``, e.g. ``task``,
 ``depth_decile``, ``model`` or a cross ``task+data_type``)::
 
-    pca.json                 the PCA (DESIGN.md §3): mean [9], components [9][9] (rows = v_i, sign:
+    pca.json                 the PCA (docs/design.md §3): mean [9], components [9][9] (rows = v_i, sign:
                              largest-magnitude entry positive), explained_variance [9],
                              explained_variance_ratio [9] (= q_i), n_filters (filters fitted on),
                              scaling ("scaled"|"raw"), method ("covariance"|"incremental"),

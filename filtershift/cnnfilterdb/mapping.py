@@ -1,4 +1,4 @@
-"""CNN-Filter-DB ``/meta`` <-> filtershift tables (DESIGN.md §3). Pure: pandas and numpy only.
+"""CNN-Filter-DB ``/meta`` <-> filtershift tables (docs/design.md §3). Pure: pandas and numpy only.
 
 The published layout (Gavrikov & Keuper, CNN-Filter-DB; its ``onnxzoo2filterdb`` code writes it):
 

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
         description="Extract every 3x3 kernel of every regular 2-D convolution of the manifest's checkpoints "
         "into DB (one dask task per checkpoint). A rerun skips what is done; new rows are appended.",
     )
-    parser.add_argument("manifest", type=Path, help="CSV or YAML manifest, one row per checkpoint (DESIGN.md §3)")
+    parser.add_argument("manifest", type=Path, help="CSV or YAML manifest, one row per checkpoint (docs/design.md §3)")
     parser.add_argument("--db", type=Path, required=True, help="database folder (created if missing)")
     parser.add_argument("--chunk-rows", type=int, default=store.DEFAULT_CHUNK_ROWS, help="rows per Zarr chunk of a new database (default %(default)s)")
     add_cluster_arguments(parser)

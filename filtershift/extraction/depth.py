@@ -1,4 +1,4 @@
-"""Depth of a convolution layer inside its model (DESIGN.md §2). Pure arithmetic."""
+"""Depth of a convolution layer inside its model (docs/design.md §2). Pure arithmetic."""
 
 from __future__ import annotations
 

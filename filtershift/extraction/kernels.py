@@ -1,4 +1,4 @@
-"""From convolution weights to stored 3x3 kernels (DESIGN.md §2). Pure numpy."""
+"""From convolution weights to stored 3x3 kernels (docs/design.md §2). Pure numpy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading and checking a manifest: one row per checkpoint (DESIGN.md §3).
+"""Reading and checking a manifest: one row per checkpoint (docs/design.md §3).
 
 A manifest is untrusted input. Problems that make the whole file unusable (unreadable, no ``path``
 column, duplicate names) raise :class:`ManifestError` naming the file and the fix; problems of a

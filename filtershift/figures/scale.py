@@ -49,7 +49,7 @@ def group_counts(counts: pd.DataFrame, by: str) -> hv.Layout:
 
 def layer_quality(stats: pd.DataFrame) -> hv.Layout:
     """Per depth decile: sparsity and variance entropy of the layers (box plots) and the share of
-    degenerate layers (bars) — the paper's quality statistics of §2 (DESIGN.md)."""
+    degenerate layers (bars) — the paper's quality statistics of docs/design.md §2."""
     df = _with_decile(stats)
     sparsity = hv.BoxWhisker(df, DECILE, hv.Dimension("sparsity", label="sparsity S (share of near-zero filters)", range=(0, 1))).opts(
         title="Layer sparsity by depth", box_fill_color="#a1d99b")

@@ -4,7 +4,7 @@
 Weights come from initializers, ``Constant`` nodes or external data (which must lie inside the
 model's folder), through ``Identity`` / ``Cast`` / ``DequantizeLinear`` chains. Depth is the
 longest-path level from the graph inputs counted in convolutions: a conv is one level deeper than
-the deepest conv upstream of it, so parallel convs share a level (DESIGN.md §2). Subgraphs of
+the deepest conv upstream of it, so parallel convs share a level (docs/design.md §2). Subgraphs of
 control-flow nodes (``If``, ``Loop``) are not searched.
 """
 

@@ -1,4 +1,4 @@
-"""Choosing where the work runs: the one edge that knows about clusters (DESIGN.md §4).
+"""Choosing where the work runs: the one edge that knows about clusters (docs/design.md §4).
 
 Stage code calls ``dask.compute``; whichever client is current executes it. Here we resolve the
 command line once into a frozen :class:`ClusterSettings` and open the cluster it names.

@@ -4,7 +4,7 @@ Configuration is packaged, commented YAML (``filtershift/config/slurm.yaml``) lo
 ``dask.config`` under ``filtershift.slurm``; a site's ``cluster/slurm.yaml`` (looked up in the
 working directory) and ``--cluster-config FILE`` override it, in that order. It is resolved once,
 into a frozen :class:`SlurmSettings`, before any job is submitted; everything downstream — the job
-script, the cluster, the scaling — is a function of that one value (STYLE.md, dask-jobqueue).
+script, the cluster, the scaling — is a function of that one value (docs/design.md §4).
 
 ``job_script(settings)`` renders the exact worker job script without a scheduler or a batch system;
 ``slurm_cluster(cluster_settings)`` starts the scheduler here, submits worker jobs, and cancels

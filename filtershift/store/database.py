@@ -1,4 +1,4 @@
-"""The filter database on disk (DESIGN.md §3): one Zarr v3 group and two Parquet tables.
+"""The filter database on disk (docs/design.md §3): one Zarr v3 group and two Parquet tables.
 
 This is the one module that touches the database's storage. The two tables are the commit record:
 rows of ``filters.zarr`` beyond the rows they account for are not part of the database (an
@@ -27,7 +27,7 @@ MODELS_TABLE = "models.parquet"
 LAYERS_TABLE = "layers.parquet"
 RESULTS_DIR = "results"
 
-# 2**18 rows = 9 MiB per chunk. Measured here on a (20M, 9) store (STACK-NOTES.md, README):
+# 2**18 rows = 9 MiB per chunk. Measured here on a (20M, 9) store (docs/design.md §5, README):
 # reads of 256k-row chunks beat 1M-row chunks (fresh buffers above ~32 MiB are page-faulted
 # on every chunk on these VMs), and 3x3 float32 weights barely compress, so no codec by default.
 DEFAULT_CHUNK_ROWS = 262_144

@@ -1,6 +1,6 @@
 """How far training moved a model's 3x3 filters away from their random initialisation. Pure numpy.
 
-Per layer: the variance entropy H and sparsity S of DESIGN.md §2 and its degeneracy flag; per
+Per layer: the variance entropy H and sparsity S of docs/design.md §2 and its degeneracy flag; per
 model: the relative weight change ``|W - W0| / |W0|`` and the distribution shift D (symmetric KL of
 the PCA-coefficient histograms of the max-scaled filters, weighted by explained variance, 70 bins
 over one shared range) between the trained filters and the same model's initial filters.
