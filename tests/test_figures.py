@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from filtershift.figures import catalog, pca, phenotype, points, ridge, scale, shift
+from filtershift.figures import catalog, heatmaps, pca, phenotype, points, ridge, scale
 from filtershift.figures.synthetic import analyze_synthetic, draw_filters, write_synthetic_database
 
 BY = ("task", "depth_decile", "task+data_type")
@@ -56,7 +56,7 @@ def test_explained_variance_one_curve_per_subset(analysed):
 def test_heatmap_sorted_by_column_mean_with_model_counts(analysed):
     _, r, _ = analysed
     d = r.shift("task")
-    fig = hv.render(shift.shift_heatmap(d, "task", r.counts("task")))
+    fig = hv.render(heatmaps.shift_heatmap(d, "task", r.counts("task")))
     expected = list(d.mean().sort_values().index)
     n = r.counts("task").set_index("group")["n_models"]
     assert list(fig.x_range.factors) == [f"{g} (n={n[g]})" for g in expected]
@@ -65,7 +65,7 @@ def test_heatmap_sorted_by_column_mean_with_model_counts(analysed):
 
 def test_heatmap_depth_deciles_in_depth_order(analysed):
     _, r, _ = analysed
-    fig = hv.render(shift.shift_heatmap(r.shift("depth_decile"), "depth_decile", r.counts("depth_decile")))
+    fig = hv.render(heatmaps.shift_heatmap(r.shift("depth_decile"), "depth_decile", r.counts("depth_decile")))
     deciles = [int(str(f).split()[0]) for f in fig.x_range.factors]
     assert deciles == sorted(deciles) and deciles[0] == 0 and "(0–10 %)" in fig.x_range.factors[0]
 
@@ -73,7 +73,7 @@ def test_heatmap_depth_deciles_in_depth_order(analysed):
 def test_shared_colour_scale(analysed):
     _, r, _ = analysed
     ms = {b: r.shift(b) for b in BY}
-    layout = shift.shift_heatmaps(ms, shared_scale=True)
+    layout = heatmaps.shift_heatmaps(ms, shared_scale=True)
     top = max(float(m.to_numpy().max()) for m in ms.values())
     assert len(layout) == 3
     for h in layout.values():
@@ -83,16 +83,16 @@ def test_shared_colour_scale(analysed):
 def test_pair_distribution_categories(analysed):
     _, r, _ = analysed
     pairs = r.model_pairs()
-    long = shift.pair_categories(pairs)
+    long = heatmaps.pair_categories(pairs)
     assert len(long) == 4 * len(pairs)
-    fig = hv.render(shift.pair_shift_distribution(pairs))
+    fig = hv.render(heatmaps.pair_shift_distribution(pairs))
     assert ("task", "same") in fig.x_range.factors and ("family", "different") in fig.x_range.factors
 
 
 def test_ridge_rows_in_order(analysed):
     _, r, _ = analysed
     h = r.histograms("task")
-    order = shift.group_order(r.shift("task"), "task")
+    order = heatmaps.group_order(r.shift("task"), "task")
     grid = ridge.ridge_grid(h, r.pca.explained_variance_ratio, order=order)
     assert len(grid) == 9
     fig = hv.render(ridge.ridge_plot(h, 0, order=order))

@@ -118,8 +118,8 @@ def test_build_via_arch_spec_and_count_kernels(name):
 def test_effect_measures():
     rng = np.random.default_rng(0)
     a, b = rng.uniform(-1, 1, (2000, 9)), rng.uniform(-1, 1, (2000, 9))
-    assert effect.shift(a, a) == 0.0
-    assert effect.shift(a, b) == pytest.approx(effect.shift(b, a))
+    assert effect.shift_from_init(a, a) == 0.0
+    assert effect.shift_from_init(a, b) == pytest.approx(effect.shift_from_init(b, a))
     assert effect.variance_entropy(np.outer(rng.normal(size=50), rng.normal(size=9))) == pytest.approx(0, abs=1e-9)
     assert effect.variance_entropy(a) == pytest.approx(np.log10(9), abs=0.02)
     assert effect.is_degenerate(a)  # uniform random filters are at the randomness threshold

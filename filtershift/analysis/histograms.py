@@ -35,6 +35,17 @@ def bin_indices(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return idx
 
 
+def coefficient_counts(c: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts (k, n_bins) of each column of coefficients ``c`` (n, k) in ``edges`` (values outside
+    are not counted), in memory."""
+    n_bins = len(edges) - 1
+    counts = np.zeros((c.shape[1], n_bins), dtype=np.int64)
+    for k in range(c.shape[1]):
+        idx = bin_indices(c[:, k], edges)
+        counts[k] = np.bincount(idx[idx >= 0], minlength=n_bins)
+    return counts
+
+
 def distributions(mass: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Per group and component, the distribution D is computed from: density of ``mass`` (counts
     or weights, last axis = bins), empty bins set to float32 eps in density units, then normalised

@@ -1,6 +1,8 @@
 """Statistics per layer (docs/design.md §2), from per-layer sums gathered in the histogram pass. Pure.
 
-Per layer the pass gathers: n, the sum of filter ranges (max - min), max |w| (from the range
+The formulas take those sums, so they serve the out-of-core pass and one in-memory layer alike
+(:func:`layer_entropy`, :func:`layer_sparsity`, :func:`is_degenerate` compute the sums of one
+``(n, 9)`` matrix and call them). Per layer the pass gathers: n, the sum of filter ranges (max - min), max |w| (from the range
 pass), the number of sparse filters (all 9 |w| < 0.01 max|W|), and the scatter matrix of W about
 the layer's mean (the mean from the range pass, so the scatter sums across blocks). The singular
 values of the column-centred W are the square roots of that scatter matrix's eigenvalues.
@@ -42,6 +44,31 @@ def sparsity(n_sparse: np.ndarray, n: np.ndarray, max_abs: np.ndarray) -> np.nda
 def degenerate(h: np.ndarray, s: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Degenerate if ``H ≥ TH(n) - 0.02`` or (``H < 0.5`` and ``S ≥ 0.14``)."""
     return (h >= threshold(n) - 0.02) | ((h < 0.5) & (s >= 0.14))
+
+
+def scatter(w: np.ndarray) -> np.ndarray:
+    """The scatter matrix ``(W - mean)ᵀ (W - mean)`` (float64) of one layer's filters ``w`` (n, 9)."""
+    w = np.asarray(w, dtype=np.float64)
+    centred = w - w.mean(axis=0) if len(w) else w
+    return centred.T @ centred
+
+
+def layer_entropy(w: np.ndarray) -> float:
+    """The variance entropy H of one layer's filters ``w`` (n, 9)."""
+    return float(variance_entropy(scatter(w)))
+
+
+def layer_sparsity(w: np.ndarray) -> float:
+    """The sparsity S of one layer's filters ``w`` (n, 9)."""
+    a = np.abs(np.asarray(w, dtype=np.float64))
+    top = a.max() if a.size else 0.0
+    n_sparse = int((a.max(axis=1) < SPARSITY_EPS * top).sum()) if a.size else 0
+    return float(sparsity(n_sparse, max(len(a), 1), top))
+
+
+def is_degenerate(w: np.ndarray) -> bool:
+    """The degenerate flag of one layer's filters ``w`` (n, 9)."""
+    return bool(degenerate(layer_entropy(w), layer_sparsity(w), len(w)))
 
 
 def layer_statistics(layers: pd.DataFrame, n: np.ndarray, range_sum: np.ndarray, max_abs: np.ndarray, n_sparse: np.ndarray, scatter: np.ndarray) -> pd.DataFrame:

@@ -56,21 +56,3 @@ def format_table(report: dict) -> str:
         lines.append(f"skipped {what}: {why}")
     return "\n".join(lines)
 
-
-def format_markdown(report: dict) -> str:
-    """The streaming part of the report as a Markdown table (for docs/performance.md)."""
-    w = report["settings"]["workers"]
-    out = [
-        "| read | variant | seconds (median) | runs | CPU s | M filters/s | MB/s | peak RSS MiB | vs numpy loop | vs numpy in RAM |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    rows = [(p["title"], v, r) for p in report["passes"].values() for v, r in p["variants"].items()]
-    rows += [("all three reads", v, r) for v, r in report["analysis_total"].items()]
-    for title, v, r in rows:
-        peak = f"{r['peak_rss_mib']:.0f}" + (" per worker" if v.startswith("dask_processes") else "")
-        mbps = f"{r['bytes_per_s'] / 1e6:.0f}" if "bytes_per_s" in r else ""
-        out.append(
-            f"| {title} | {LABELS[v].format(w=w).strip()} | {r['seconds']:.2f} | {', '.join(f'{x:.2f}' for x in r['runs'])} | {r['cpu_seconds']:.1f} | "
-            f"{r['filters_per_s'] / 1e6:.2f} | {mbps} | {peak} | {_fmt_ratio(r, 'ratio_vs_numpy_loop')} | {_fmt_ratio(r, 'ratio_vs_numpy_memory')} |"
-        )
-    return "\n".join(out)

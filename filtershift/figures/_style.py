@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import holoviews as hv
 import numpy as np
-import pandas as pd
 
 hv.renderer("bokeh")  # load the bokeh backend quietly (hv.extension prints notebook output)
 
@@ -53,7 +52,3 @@ def percent(x: float) -> str:
 def symmetric_limit(a: np.ndarray) -> float:
     m = float(np.nanmax(np.abs(a))) if np.size(a) else 1.0
     return m if m > 0 else 1.0
-
-
-def as_frame(obj) -> pd.DataFrame:
-    return obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)

@@ -86,7 +86,7 @@ def ridge_figures(results: Results) -> list[Figure]:
         h = results.histograms(by)
         if len(h.labels) > MAX_RIDGE_GROUPS:
             continue
-        order = None if by == "depth_decile" else shift.group_order(results.shift(by), by)
+        order = None if by == "depth_decile" else heatmaps.group_order(results.shift(by), by)
         out.append(Figure(f"ridge_{_safe(by)}", f"Coefficient distributions by {by.replace('+', ' × ')}",
                           "Histogram of each PCA coefficient per group, rows scaled to their peak; groups in the order of the "
                           "D matrix (paper Figs. 2, 12–17).", ridge.ridge_grid(h, q, order=order)))

@@ -205,7 +205,7 @@ def describe_plan(job: JobSpec) -> str:
 # Running a stage: each returns its volume
 
 
-def run_zoo(job: JobSpec, show_progress: bool) -> dict[str, Any]:
+def run_zoo(job: JobSpec) -> dict[str, Any]:
     from filtershift.zoo.build import build_zoo
     from filtershift.zoo.plan import plan_zoo
 
@@ -233,7 +233,7 @@ def run_extract(job: JobSpec, show_progress: bool) -> dict[str, Any]:
             "statuses": {str(k): int(v) for k, v in statuses.items()}, "bytes": _size(job.db / store.FILTERS_STORE)}
 
 
-def run_analyze(job: JobSpec, analysis: AnalysisSpec, show_progress: bool) -> dict[str, Any]:
+def run_analyze(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
     from filtershift.analysis.plan import PlanError, make_plan
     from filtershift.analysis.run import analyze
     from filtershift.store import open_database
@@ -251,7 +251,7 @@ def run_analyze(job: JobSpec, analysis: AnalysisSpec, show_progress: bool) -> di
             "chunks_read": len(plan.blocks), "bytes_read": plan.n_analysed * 9 * 4}
 
 
-def run_figures(job: JobSpec, analysis: AnalysisSpec, show_progress: bool) -> dict[str, Any]:
+def run_figures(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
     from filtershift.analysis.results import load_results
     from filtershift.figures.catalog import build_figures
     from filtershift.figures.save import save_figures
@@ -309,7 +309,7 @@ def run_job(
 ) -> list[StageRecord]:
     """Run the stages of ``job`` in order on the current dask client, skipping current ones
     (unless ``force``). ``progress(label)`` returns a context manager shown around each running
-    stage (a progress bar); ``show_progress`` is passed to the stages (their own bars). Returns one record per stage; each is also appended to
+    stage (a progress bar); ``show_progress`` is passed to the extract stage (its own bars). Returns one record per stage; each is also appended to
     ``DB/results/pipeline.jsonl``. A KeyboardInterrupt is recorded and re-raised."""
     out = out or sys.stderr
     records = []
@@ -334,9 +334,9 @@ def run_job(
             record("skipped", why)
             continue
         print(f"{head}: running ({why})", file=out, flush=True)
-        runner = {"zoo": lambda: run_zoo(job, show_progress), "extract": lambda: run_extract(job, show_progress),
-                  "analyze": lambda: run_analyze(job, stage.analysis, show_progress),
-                  "figures": lambda: run_figures(job, stage.analysis, show_progress)}[stage.kind]
+        runner = {"zoo": lambda: run_zoo(job), "extract": lambda: run_extract(job, show_progress),
+                  "analyze": lambda: run_analyze(job, stage.analysis),
+                  "figures": lambda: run_figures(job, stage.analysis)}[stage.kind]
         try:
             with _maybe(progress, stage.key):
                 volume = runner()

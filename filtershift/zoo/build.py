@@ -23,7 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from filtershift.runtime.malloc import relax_malloc
 from filtershift.zoo.datasets import dataset_name
-from filtershift.zoo.effect import model_effect, shift
+from filtershift.zoo.effect import model_effect, shift_from_init
 from filtershift.zoo.models import build, conv_kernel_counts
 from filtershift.zoo.plan import ModelSpec, plan_zoo
 from filtershift.zoo.script import save_torchscript
@@ -159,7 +159,7 @@ def build_model(spec: ModelSpec, directory: str) -> tuple[list[dict], list[dict]
             "name": name, "family": spec.family, "task": ROLE_TASK.get(net.role, spec.task), "data_type": spec.data_type,
             "width": spec.width, "steps": spec.steps, "note": spec.note, "loss_first": losses[0], "loss_final": final_loss,
             **model_effect(trained_k, initial_k),
-            "shift_init_vs_other_init": shift(np.concatenate(initial_k), np.concatenate(other_k)),
+            "shift_init_vs_other_init": shift_from_init(np.concatenate(initial_k), np.concatenate(other_k)),
         })
     return rows, effects, time.perf_counter() - start
 
