@@ -425,7 +425,7 @@ def test_importing_filtershift_slurm_keeps_ctrl_c():
         "import filtershift.runtime.slurm, filtershift.commands.run\n"
         "from filtershift.cli import build_parser\n"
         "build_parser()\n"
-        "filtershift.slurm.job_script(filtershift.slurm.resolve_slurm_settings())\n"
+        "filtershift.runtime.slurm.job_script(filtershift.runtime.slurm.resolve_slurm_settings())\n"
         "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -11,7 +11,7 @@ inputs with the present settings:
 - zoo: ``DIR/manifest.csv`` exists, every checkpoint in it exists, and the zoo's stamp
   (``DIR/.filtershift-zoo.json``) records the same size, seed and training plan;
 - extract: the database holds every manifest row as ``ok`` from the same file (size and mtime) —
-  :func:`filtershift.extract.plan_extraction` finds nothing to stage;
+  :func:`filtershift.extraction.extract.plan_extraction` finds nothing to stage;
 - analyze: ``DB/results/NAME/provenance.json`` exists (it is written last), records this analysis'
   settings, and the database fingerprint it was computed from is the present one;
 - figures: the stamp ``OUT/NAME/figures.json`` names the present results (their fingerprint and
