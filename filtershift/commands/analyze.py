@@ -44,21 +44,17 @@ def register(subparsers) -> None:
 def execute(args) -> int:
     import dask
 
-    from filtershift.analysis.plan import PlanError, make_plan
+    from filtershift.analysis.plan import make_plan
     from filtershift.analysis.run import analyze
-    from filtershift.store import DatabaseError, open_database
+    from filtershift.store import open_database
 
-    try:
-        db = open_database(args.db)
-        plan = make_plan(
-            db.models, db.layers, db.chunk_rows, by=[b for b in args.by.split(",") if b.strip()],
-            scaling=args.scaling, pca_method=args.pca, weighting=args.weighting, where=args.where,
-            fit_on=args.fit_on, bootstrap=args.bootstrap, seed=args.seed, n_bins_2d=args.bins_2d,
-            pairs=args.pairs, max_groups_2d=args.max_groups_2d,
-        )
-    except (DatabaseError, PlanError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    db = open_database(args.db)
+    plan = make_plan(
+        db.models, db.layers, db.chunk_rows, by=[b for b in args.by.split(",") if b.strip()],
+        scaling=args.scaling, pca_method=args.pca, weighting=args.weighting, where=args.where,
+        fit_on=args.fit_on, bootstrap=args.bootstrap, seed=args.seed, n_bins_2d=args.bins_2d,
+        pairs=args.pairs, max_groups_2d=args.max_groups_2d,
+    )
     name = args.name or args.scaling
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "no_progress")}
     scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
