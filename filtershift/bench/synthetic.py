@@ -40,7 +40,8 @@ DATA_TYPES = ("natural", "medical", "seismic", "satellite", "art")
 FAMILIES = ("resnet", "vgg", "unet", "mobilenet", "densenet", "efficientnet")
 FORMAT_VERSION = 1
 
-Block = Callable[[np.ndarray, pd.DataFrame, int], np.ndarray]
+Block = Callable[[np.ndarray, pd.DataFrame, int], np.ndarray]  # (rows, layers, seed) -> filters of the rows
+Draw = Callable[[tuple, np.random.Generator], np.ndarray]  # (one row of the layers table, rng) -> its filters
 LayerSize = int | tuple[int, int, int]
 MODEL_DEFAULTS = {"path": "", "format": "synthetic", "sha256": "", "status": "ok", "error": ""}
 
@@ -152,9 +153,6 @@ def conv_like(rows: np.ndarray, layers: pd.DataFrame, seed: int) -> np.ndarray:
     zero = rng.random(len(rows)) < pruned[local]
     x[zero] = 0.0
     return x.astype(np.float32, copy=False)
-
-
-Draw = Callable[[tuple, np.random.Generator], np.ndarray]
 
 
 def per_layer(draw: Draw) -> Block:
