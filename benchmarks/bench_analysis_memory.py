@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/bench_analysis_memory.py [--rows 110000000] [--data /work/bench-data/analysis]
 
-Builds (once) a synthetic database (``bench_pca.make_store``), starts 2 workers x 1 thread at 2 GiB,
+Builds (once) the bench's synthetic database (``filtershift.bench.synthetic.ensure_database``), starts 2 workers x 1 thread at 2 GiB,
 runs ``filtershift.analysis.compute.analyze`` with five groupings, samples every worker's RSS every
 0.25 s, and prints the peak worker RSS, the bytes spilled, whether any worker was replaced, and the
 time of each read.
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_pca import make_store
+from filtershift.bench.synthetic import ensure_database
 
 
 def _rss() -> int:
@@ -47,7 +47,7 @@ def main() -> None:
     from filtershift.analysis.plan import make_plan
     from filtershift.analysis.compute import analyze
 
-    db = make_store(args.data / f"mem-{args.rows}", args.rows)
+    db, _ = ensure_database(args.data, args.rows)
     size_gb = db.n_rows * 36 / 1e9
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=args.memory_limit, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         pids_before = client.run(os.getpid)

@@ -17,3 +17,18 @@ def synchronous_dask():
 def tests_arch(monkeypatch):
     """Register the tests' own architecture builders under the ``tests:`` arch prefix."""
     monkeypatch.setitem(arch.ARCH_BUILDERS, "tests", "tests.nets:build")
+
+
+@pytest.fixture(scope="session")
+def synthetic_db(tmp_path_factory):
+    """Factory of synthetic databases, each written into a new folder of the session's tmp through
+    the one generator (:func:`filtershift.bench.synthetic.write_synthetic`):
+    ``synthetic_db(models, layers, filters, chunk_rows=..., seed=0)`` -> the opened database, with
+    ``filters`` an array or a block function (``filtershift.bench.synthetic``)."""
+    from filtershift.bench.synthetic import write_synthetic
+
+    def make(models, layers, filters, chunk_rows: int | None = None, seed: int = 0):
+        with dask.config.set(scheduler="sync"):
+            return write_synthetic(tmp_path_factory.mktemp("synthetic") / "db", models, layers, filters, seed, chunk_rows)
+
+    return make

@@ -4,43 +4,29 @@ from __future__ import annotations
 
 import json
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
 
 from filtershift.analysis.results import ResultsError, load_results
+from filtershift.bench.synthetic import gaussian, generate_filters, model_tables, per_layer
 from filtershift.cli import main
-from filtershift.store import write_database
 
 
 @pytest.fixture(scope="module")
-def small_db(tmp_path_factory):
-    return _write_small_db(tmp_path_factory.mktemp("cli") / "db")
+def small_db(synthetic_db):
+    return _write_small_db(synthetic_db)
 
 
-def _write_small_db(path, poison: dict | None = None):
+def _write_small_db(synthetic_db, poison: dict | None = None):
     """Six layers of three models; ``poison`` sets single weights ({(row, column): value})."""
-    rng = np.random.default_rng(7)
-    sizes = [40, 90, 30, 120, 60, 75]
-    starts = np.cumsum([0] + sizes[:-1])
-    layers = pd.DataFrame({
-        "layer_id": np.arange(6, dtype=np.int32), "model_id": np.array([0, 0, 1, 1, 2, 2], dtype=np.int32),
-        "name": ["c0", "c1"] * 3, "conv_index": [0, 1] * 3, "n_conv": [2] * 6, "depth": [0.0, 1.0] * 3,
-        "depth_decile": np.array([0, 9] * 3, dtype=np.int8), "in_channels": 1, "out_channels": sizes, "groups": 1,
-        "start": starts, "stop": starts + sizes, "n_filters": sizes,
-    })
-    models = pd.DataFrame({
-        "model_id": [0, 1, 2], "name": ["a", "b", "c"], "path": "", "format": "torch", "sha256": "",
-        "task": ["cls", "cls", "seg"], "data_type": ["natural", "medical", "natural"], "dataset": "d",
-        "family": ["resnet", "vgg", "resnet"], "n_layers": 2, "n_filters": 0, "status": "ok", "error": "",
-    })
-    filters = rng.normal(size=(sum(sizes), 9)).astype(np.float32) * rng.uniform(0.1, 1, size=(sum(sizes), 1)).astype(np.float32)
+    meta = [{"name": name, "format": "torch", "task": task, "data_type": data_type, "dataset": "d", "family": family}
+            for name, task, data_type, family in (("a", "cls", "natural", "resnet"), ("b", "cls", "medical", "vgg"), ("c", "seg", "natural", "resnet"))]
+    models, layers = model_tables(meta, [[40, 90], [30, 120], [60, 75]], layer_name="c{}")
+    filters = generate_filters(per_layer(gaussian(row_scale=(0.1, 1))), layers, seed=7)
     for (row, col), value in (poison or {}).items():
         filters[row, col] = value
-    with dask.config.set(scheduler="sync"):
-        write_database(path, filters, models, layers, chunk_rows=128)
-    return path
+    return synthetic_db(models, layers, filters, chunk_rows=128).path
 
 
 def test_analyze_threads(small_db, capsys):
@@ -66,9 +52,9 @@ def test_analyze_bad_input_exits_2(small_db, capsys):
         load_results(small_db, "never")
 
 
-def test_analyze_refuses_nan_and_inf_filters_naming_their_layers(tmp_path, capsys):
+def test_analyze_refuses_nan_and_inf_filters_naming_their_layers(synthetic_db, capsys):
     # rows 5 and 300: layers 0 (decile 0) and 4 (decile 0); a store extract would never write
-    db = _write_small_db(tmp_path / "db", poison={(5, 2): np.nan, (300, 7): np.inf})
+    db = _write_small_db(synthetic_db, poison={(5, 2): np.nan, (300, 7): np.inf})
     assert main(["analyze", str(db), "--threads", "--fit-on", "depth_decile == 9"]) == 2
     err = capsys.readouterr().err
     assert "2 filter(s) in layer 0 (c0 of model 0), layer 4 (c0 of model 2) hold NaN or Inf" in err and "Traceback" not in err

@@ -21,7 +21,7 @@ from sklearn.decomposition import PCA
 from filtershift.analysis.plan import make_plan
 from filtershift.analysis.results import load_results
 from filtershift.analysis.compute import analyze
-from filtershift.store import write_database
+from filtershift.bench.synthetic import conv_mixing, gaussian, generate_filters, model_tables, per_layer
 
 EPS32 = 1.1920929e-07
 TASKS = ["classification", "segmentation", "gan"]
@@ -30,37 +30,17 @@ FAMILIES = ["resnet", "vgg", "unet"]
 
 
 def synthetic_tables(n_models: int = 7, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Filters with structure (a few dominant directions, per-model scale and offset), an all-zero
+    """Filters with structure (a few dominant directions, per-layer scale and offset), an all-zero
     layer, a layer of half-zero filters, a one-filter layer; the two tables of docs/design.md §3."""
     rng = np.random.default_rng(seed)
-    mixing = rng.normal(size=(9, 9)) * np.linspace(2.0, 0.2, 9)[:, None]
-    models, layers, parts = [], [], []
-    row = layer_id = 0
-    for m in range(n_models):
-        n_conv = int(rng.integers(2, 6))
-        models.append(dict(
-            model_id=m, name=f"model{m}", path=f"m{m}.pt", format="torch", sha256=f"{m:064x}",
-            task=TASKS[m % 3], data_type=DATA_TYPES[m % 2], dataset=None if m == 3 else f"set{m % 2}",
-            family=FAMILIES[(m // 2) % 3], n_layers=n_conv, n_filters=0, status="ok", error="",
-        ))
-        for ci in range(n_conv):
-            n = 1 if (m, ci) == (2, 1) else int(rng.integers(20, 200))
-            w = (rng.normal(size=(n, 9)) @ mixing * rng.uniform(0.05, 1.0) + rng.normal(size=9) * 0.3).astype(np.float32)
-            if (m, ci) == (1, 0):
-                w[: n // 2] = 0.0
-            if (m, ci) == (4, 1):
-                w[:] = 0.0
-            r = ci / (n_conv - 1)
-            layers.append(dict(
-                layer_id=layer_id, model_id=m, name=f"conv{ci}", conv_index=ci, n_conv=n_conv, depth=r,
-                depth_decile=max(math.ceil(round(10 * r, 9)) - 1, 0), in_channels=4, out_channels=n, groups=1,
-                start=row, stop=row + n, n_filters=n,
-            ))
-            parts.append(w)
-            row += n
-            layer_id += 1
-    layers_df = pd.DataFrame(layers).astype({"layer_id": "int32", "model_id": "int32", "depth_decile": "int8"})
-    return np.concatenate(parts), pd.DataFrame(models), layers_df
+    meta = [dict(name=f"model{m}", path=f"m{m}.pt", format="torch", sha256=f"{m:064x}", task=TASKS[m % 3],
+                 data_type=DATA_TYPES[m % 2], dataset=None if m == 3 else f"set{m % 2}", family=FAMILIES[(m // 2) % 3])
+            for m in range(n_models)]
+    sizes = [[1 if (m, ci) == (2, 1) else int(rng.integers(20, 200)) for ci in range(int(rng.integers(2, 6)))] for m in range(n_models)]
+    models, layers = model_tables(meta, sizes, layer_name="conv{}")
+    layer_of = layers.set_index(["model_id", "conv_index"])["layer_id"]
+    draw = gaussian(conv_mixing(seed), layer_scale=(0.05, 1.0), offset=0.3, pruned={layer_of[1, 0]: 0.5, layer_of[4, 1]: 1.0})
+    return generate_filters(per_layer(draw), layers, seed), models, layers
 
 
 FILTERS, MODELS, LAYERS = synthetic_tables()
@@ -128,10 +108,10 @@ def ref_layer_stats(w: np.ndarray, layers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_analysis(tmp_path, n_chunks: int, by=("task",), **plan_kwargs):
+def run_analysis(synthetic_db, n_chunks: int, by=("task",), **plan_kwargs):
     chunk_rows = -(-N // n_chunks)
     with dask.config.set(scheduler="sync"):
-        db = write_database(tmp_path / f"db{n_chunks}", FILTERS, MODELS, LAYERS, chunk_rows=chunk_rows)
+        db = synthetic_db(MODELS, LAYERS, FILTERS, chunk_rows=chunk_rows)
         assert db.filters().numblocks[0] == n_chunks
         plan = make_plan(db.models, db.layers, db.chunk_rows, by=list(by), **plan_kwargs)
         analyze(db, plan, "t", log=False)
@@ -143,9 +123,9 @@ def run_analysis(tmp_path, n_chunks: int, by=("task",), **plan_kwargs):
 
 @pytest.mark.parametrize("n_chunks", [1, 2, 4])
 @pytest.mark.parametrize("scaling", ["scaled", "raw"])
-def test_matches_reference(tmp_path, n_chunks, scaling):
+def test_matches_reference(synthetic_db, n_chunks, scaling):
     by = ("task", "data_type", "family", "depth_decile", "model")
-    res, _ = run_analysis(tmp_path, n_chunks, by=by, scaling=scaling)
+    res, _ = run_analysis(synthetic_db, n_chunks, by=by, scaling=scaling)
     table = LAYERS.merge(MODELS[["model_id", "task", "data_type", "family", "name"]].rename(columns={"name": "model"}), on="model_id")
     mean, comps, ratio, _, _ = ref_analysis(FILTERS, table, "task", scaled=scaling == "scaled")
     np.testing.assert_allclose(res.pca.components, comps, atol=1e-6)
@@ -162,8 +142,8 @@ def test_matches_reference(tmp_path, n_chunks, scaling):
 
 
 @pytest.mark.parametrize("n_chunks", [1, 2, 4])
-def test_layer_statistics_match_reference(tmp_path, n_chunks):
-    res, _ = run_analysis(tmp_path, n_chunks)
+def test_layer_statistics_match_reference(synthetic_db, n_chunks):
+    res, _ = run_analysis(synthetic_db, n_chunks)
     got = res.layer_stats().sort_values("layer_id").reset_index(drop=True)
     ref = ref_layer_stats(FILTERS, LAYERS)
     assert got["layer_id"].tolist() == ref["layer_id"].tolist()
@@ -182,8 +162,8 @@ def test_layer_statistics_match_reference(tmp_path, n_chunks):
 
 
 @pytest.mark.parametrize("n_chunks", [1, 4])
-def test_where_and_fit_on_match_reference(tmp_path, n_chunks):
-    res, plan = run_analysis(tmp_path, n_chunks, by=("task",), where="data_type == 'natural'", fit_on="depth_decile <= 4")
+def test_where_and_fit_on_match_reference(synthetic_db, n_chunks):
+    res, plan = run_analysis(synthetic_db, n_chunks, by=("task",), where="data_type == 'natural'", fit_on="depth_decile <= 4")
     table = LAYERS.merge(MODELS[["model_id", "task", "data_type"]], on="model_id").sort_values("start")
     fit_mask_all = np.repeat(table["depth_decile"].to_numpy() <= 4, (table["stop"] - table["start"]).to_numpy())
     fit = ref_pca(ref_scaled(FILTERS[fit_mask_all]))
@@ -204,8 +184,8 @@ def test_where_and_fit_on_match_reference(tmp_path, n_chunks):
 
 
 @pytest.mark.parametrize("weighting", ["layers", "models"])
-def test_weightings_match_reference(tmp_path, weighting):
-    res, _ = run_analysis(tmp_path, 2, by=("task",), weighting=weighting)
+def test_weightings_match_reference(synthetic_db, weighting):
+    res, _ = run_analysis(synthetic_db, 2, by=("task",), weighting=weighting)
     table = LAYERS.merge(MODELS[["model_id", "task"]], on="model_id")
     x = ref_scaled(FILTERS)
     mean, comps, ratio = ref_pca(x)
@@ -227,8 +207,8 @@ def test_weightings_match_reference(tmp_path, weighting):
     np.testing.assert_allclose(res.shift("task").to_numpy(), d, rtol=1e-6, atol=1e-12)
 
 
-def test_model_pairs_and_counts_match_reference(tmp_path):
-    res, _ = run_analysis(tmp_path, 4, by=("task", "model"))
+def test_model_pairs_and_counts_match_reference(synthetic_db):
+    res, _ = run_analysis(synthetic_db, 4, by=("task", "model"))
     x = ref_scaled(FILTERS)
     mean, comps, ratio = ref_pca(x)
     c = (x - mean) @ comps.T
@@ -251,8 +231,8 @@ def test_model_pairs_and_counts_match_reference(tmp_path):
     assert counts["n_layers"].to_dict() == table.groupby("task").size().to_dict()
 
 
-def test_histograms_2d_match_reference(tmp_path):
-    res, _ = run_analysis(tmp_path, 2, by=("task",))
+def test_histograms_2d_match_reference(synthetic_db):
+    res, _ = run_analysis(synthetic_db, 2, by=("task",))
     x = ref_scaled(FILTERS)
     mean, comps, _ = ref_pca(x)
     c = (x - mean) @ comps.T
@@ -265,22 +245,22 @@ def test_histograms_2d_match_reference(tmp_path):
     assert per_task.counts.sum(axis=0).tolist() == h.counts[0].tolist()
 
 
-def test_incremental_pca_agrees_with_covariance(tmp_path):
-    res_cov, _ = run_analysis(tmp_path / "a", 4, by=("task",))
-    res_inc, _ = run_analysis(tmp_path / "b", 4, by=("task",), pca="incremental")
+def test_incremental_pca_agrees_with_covariance(synthetic_db):
+    res_cov, _ = run_analysis(synthetic_db, 4, by=("task",))
+    res_inc, _ = run_analysis(synthetic_db, 4, by=("task",), pca="incremental")
     assert res_inc.pca.method == "incremental" and res_cov.pca.method == "covariance"
     np.testing.assert_allclose(res_inc.pca.components, res_cov.pca.components, atol=1e-6)
     np.testing.assert_allclose(res_inc.pca.explained_variance_ratio, res_cov.pca.explained_variance_ratio, atol=1e-6)
     np.testing.assert_allclose(res_inc.shift("task").to_numpy(), res_cov.shift("task").to_numpy(), rtol=1e-5, atol=1e-9)
 
 
-def test_bootstrap_intervals(tmp_path):
-    res, _ = run_analysis(tmp_path, 2, by=("task", "model"), bootstrap=50, seed=3)
+def test_bootstrap_intervals(synthetic_db):
+    res, _ = run_analysis(synthetic_db, 2, by=("task", "model"), bootstrap=50, seed=3)
     ci = res.shift_ci("task")
     assert ci is not None and len(ci) == 6  # 3 groups: 3 diagonal + 3 pairs
     assert (ci["low"] <= ci["high"]).all() and (ci["low"] >= 0).all()
     diag = ci[ci["group_a"] == ci["group_b"]]
     assert (diag[["d", "low", "high"]] == 0).all().all()
     assert res.shift_ci("model") is None  # one model per group: nothing to resample
-    again, _ = run_analysis(tmp_path / "again", 2, by=("task",), bootstrap=50, seed=3)
+    again, _ = run_analysis(synthetic_db, 2, by=("task",), bootstrap=50, seed=3)
     pd.testing.assert_frame_equal(again.shift_ci("task"), ci)

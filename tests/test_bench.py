@@ -14,7 +14,7 @@ import pytest
 
 from filtershift.analysis import passes as P
 from filtershift.analysis.histograms import bin_edges
-from filtershift.bench.synthetic import filter_block, synthetic_tables
+from filtershift.bench.synthetic import conv_like, realistic_tables
 
 STREAM = ("dask_processes", "dask_processes_chunks", "dask_threads", "dask_threads_chunks", "numpy_loop", "numpy_memory")
 
@@ -75,10 +75,10 @@ def test_tiny_bench_json(tmp_path):
 
 
 def _block_context(n_rows: int, n_bins_2d: int):
-    models, layers = synthetic_tables(n_rows, seed=3)
-    starts, depth = layers["start"].to_numpy(), layers["depth"].to_numpy()
+    models, layers = realistic_tables(n_rows, seed=3)
+    starts = layers["start"].to_numpy()
     rows = np.arange(n_rows)
-    x = filter_block(rows, starts, depth, 3)
+    x = conv_like(rows, layers, 3)
     lid = (np.searchsorted(starts, rows, side="right") - 1).astype(np.int32)
     n_layers = len(layers)
     lookup = np.arange(n_layers)

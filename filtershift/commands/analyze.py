@@ -30,17 +30,13 @@ def execute(args) -> int:
     import dask
 
     from filtershift.analysis.compute import analyze
-    from filtershift.analysis.plan import PlanError, make_plan
+    from filtershift.analysis.plan import make_plan
     from filtershift.analysis.settings import from_args
-    from filtershift.store import DatabaseError, open_database
+    from filtershift.store import open_database
 
     settings = from_args(args)
-    try:
-        db = open_database(args.db)
-        plan = make_plan(db.models, db.layers, db.chunk_rows, settings)
-    except (DatabaseError, PlanError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    db = open_database(args.db)
+    plan = make_plan(db.models, db.layers, db.chunk_rows, settings)
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "no_progress")}
     scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
     with scope:

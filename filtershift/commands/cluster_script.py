@@ -25,13 +25,9 @@ def execute(args) -> int:
     if settings.kind != "slurm":
         print("cluster-script: only --cluster slurm submits job scripts; add --cluster slurm", file=sys.stderr)
         return 2
-    from filtershift.runtime.slurm import PLACEHOLDER_SCHEDULER, SlurmConfigError, job_script, resolve_slurm_settings
+    from filtershift.runtime.slurm import PLACEHOLDER_SCHEDULER, job_script, resolve_slurm_settings
 
-    try:
-        slurm = resolve_slurm_settings(settings.cluster_config)
-    except SlurmConfigError as err:
-        print(f"cluster-script: {err}", file=sys.stderr)
-        return 2
+    slurm = resolve_slurm_settings(settings.cluster_config)
     print(f"# settings from: {', '.join(slurm.sources)}", file=sys.stderr)
     sys.stdout.write(job_script(slurm, scheduler=args.scheduler_address or PLACEHOLDER_SCHEDULER))
     return 0

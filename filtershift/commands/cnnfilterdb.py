@@ -62,27 +62,19 @@ def _scope(args):
 
 
 def execute_import(args) -> int:
-    from filtershift.cnnfilterdb import FormatError, import_file, read_source
+    from filtershift.cnnfilterdb import import_file, read_source
     from filtershift.cnnfilterdb.hdf5 import plan_from_source
 
     t0 = time.perf_counter()
-    try:
-        source = read_source(args.file)
-        tables = plan_from_source(source, args.coerce_mixed)  # validate before a cluster starts
-    except FormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    source = read_source(args.file)
+    tables = plan_from_source(source, args.coerce_mixed)  # validate before a cluster starts
     for note in tables.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{args.file}: {source.n_rows:,} filters ({source.dtype}), {len(tables.layers):,} layers, "
           f"{len(tables.models):,} models, /meta as {source.meta_layout}", file=sys.stderr)
-    try:
-        with _scope(args):
-            result = import_file(args.file, args.db, chunk_rows=args.chunk_rows, coerce_mixed=args.coerce_mixed,
-                                 progress=_progress("import", args.no_progress), source=source)
-    except (FormatError, store.DatabaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with _scope(args):
+        result = import_file(args.file, args.db, chunk_rows=args.chunk_rows, coerce_mixed=args.coerce_mixed,
+                             progress=_progress("import", args.no_progress), source=source)
     if result.skipped:
         print(f"{args.db} already holds this import of {args.file}; nothing to do")
         return 0
@@ -93,15 +85,11 @@ def execute_import(args) -> int:
 
 
 def execute_export(args) -> int:
-    from filtershift.cnnfilterdb import FormatError, export_file
+    from filtershift.cnnfilterdb import export_file
 
     t0 = time.perf_counter()
-    try:
-        store.open_database(args.db)
-        with _scope(args):
-            path = export_file(args.db, args.file, float64=args.float64, progress=_progress("export", args.no_progress))
-    except (FormatError, store.DatabaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    store.open_database(args.db)
+    with _scope(args):
+        path = export_file(args.db, args.file, float64=args.float64, progress=_progress("export", args.no_progress))
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     return 0

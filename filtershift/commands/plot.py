@@ -63,21 +63,16 @@ def subset_pcas(db_path: Path, name: str, subsets: str) -> dict:
 
 
 def execute(args) -> int:
-    from filtershift.analysis.results import ResultsError
     from filtershift.figures.catalog import build_figures
-    from filtershift.figures.save import ExportError, save_figures
+    from filtershift.figures.save import save_figures
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     if bad := [f for f in formats if f not in FORMATS]:
         print(f"error: --formats {','.join(bad)}: choose from {', '.join(FORMATS)}", file=sys.stderr)
         return 2
-    try:
-        results, db, subsets = load_inputs(args)
-        figures = build_figures(results, db, subsets, shared_scale=args.shared_scale)
-        out = args.out or results.path / "figures"
-        written = save_figures(figures, out, formats)
-    except (ResultsError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    results, db, subsets = load_inputs(args)
+    figures = build_figures(results, db, subsets, shared_scale=args.shared_scale)
+    out = args.out or results.path / "figures"
+    written = save_figures(figures, out, formats)
     print(f"wrote {len(written)} files for {len(figures)} figures to {out}")
     return 0

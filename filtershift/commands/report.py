@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from filtershift.commands.plot import add_figure_arguments, load_inputs
@@ -20,15 +19,10 @@ def register(subparsers) -> None:
 
 
 def execute(args) -> int:
-    from filtershift.analysis.results import ResultsError
     from filtershift.figures.catalog import build_figures
     from filtershift.figures.report import write_report
 
-    try:
-        results, db, subsets = load_inputs(args)
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    results, db, subsets = load_inputs(args)
     figures = build_figures(results, db, subsets, shared_scale=args.shared_scale)
     path = write_report(results, figures, args.output or results.path / "report.html")
     print(f"wrote {path} ({len(figures)} figures)")

@@ -28,27 +28,20 @@ def register(subparsers) -> None:
 
 def execute(args) -> int:
     from filtershift.analysis.results import results_path
-    from filtershift.pipeline.jobspec import JobSpecError, load_job
+    from filtershift.pipeline.jobspec import load_job
     from filtershift.pipeline.stages import StageError, describe_plan, log_path, run_job
     from filtershift.runtime.slurm import sigterm_raises_interrupt
 
-    try:
-        job = load_job(args.job)
-        check_groupings(job)
-        settings = settings_from_args(args)
-        if settings.kind == "slurm" and not settings.scheduler:
-            from filtershift.runtime.slurm import SlurmConfigError, resolve_slurm_settings
+    job = load_job(args.job)
+    check_groupings(job)
+    settings = settings_from_args(args)
+    if settings.kind == "slurm" and not settings.scheduler:
+        from filtershift.runtime.slurm import resolve_slurm_settings
 
-            try:
-                resolve_slurm_settings(settings.cluster_config)  # bad SLURM settings fail before any work too
-            except SlurmConfigError as exc:
-                raise JobSpecError(str(exc)) from None
-        if args.dry_run:
-            print(describe_plan(job))
-            return 0
-    except JobSpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        resolve_slurm_settings(settings.cluster_config)  # bad SLURM settings fail before any work too
+    if args.dry_run:
+        print(describe_plan(job))
+        return 0
     label = settings.scheduler or settings.kind
     print(job.describe(), file=sys.stderr)
     if not args.force and nothing_to_do(job):  # no cluster to start: every stage is skipped

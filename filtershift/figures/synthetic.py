@@ -9,17 +9,19 @@ generators whose bivariate coefficient plots look like the paper's phenotypes (F
 - ``symbols``: four sparse prototypes with 20 % noise and no sign flip (several broad,
   off-centre modes).
 
-:func:`synthetic_layers` is pure and seeded; :func:`write_synthetic_database` writes it with
-:func:`filtershift.store.write_database` and :func:`analyze_synthetic` runs the analysis on it.
+:func:`synthetic_layers` is pure and seeded (the models, layers and phenotype draws handed to the
+one generator, :mod:`filtershift.bench.synthetic`); :func:`write_synthetic_database` writes it
+through the store and :func:`analyze_synthetic` runs the analysis on it.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from filtershift.bench.synthetic import generate_filters, model_tables, per_layer, write_synthetic
 
 PHENOTYPES = ("sun", "spikes", "symbols")
 
@@ -69,44 +71,29 @@ def synthetic_layers(seed: int = 0, filters_per_layer: int = 1024) -> tuple[np.n
     ``layers`` has the store's columns plus ``phenotype`` (the generator used, the ground truth of
     the phenotype tests).
     """
-    rng = np.random.default_rng(seed)
-    models, layers, blocks = [], [], []
-    start = 0
-    for model_id, (name, task, data_type, dataset, family) in enumerate(MODELS):
-        for conv_index in range(N_CONV):
-            n = filters_per_layer * (1 + conv_index % 2)
-            pheno = layer_phenotype(task, data_type, conv_index)
-            blocks.append(draw_filters(pheno, n, rng, scale=0.2 / (1 + conv_index)))
-            depth = conv_index / (N_CONV - 1)
-            layers.append({
-                "layer_id": len(layers), "model_id": model_id, "name": f"features.{conv_index}",
-                "conv_index": conv_index, "n_conv": N_CONV, "depth": depth,
-                "depth_decile": max(int(np.ceil(round(10 * depth, 9))) - 1, 0),
-                "in_channels": n // 32, "out_channels": 32, "groups": 1,
-                "start": start, "stop": start + n, "n_filters": n, "phenotype": pheno,
-            })
-            start += n
-        models.append({
-            "model_id": model_id, "name": name, "path": f"{name}.pt", "format": "torch", "sha256": "0" * 64,
-            "task": task, "data_type": data_type, "dataset": dataset, "family": family,
-            "n_layers": N_CONV, "n_filters": sum(r["n_filters"] for r in layers if r["model_id"] == model_id),
-            "status": "ok", "error": "",
-        })
-    layers_df = pd.DataFrame(layers).astype({
-        "layer_id": "int32", "model_id": "int32", "conv_index": "int32", "n_conv": "int32",
-        "depth_decile": "int8", "in_channels": "int32", "out_channels": "int32", "groups": "int32",
-        "start": "int64", "stop": "int64", "n_filters": "int64",
-    })
-    models_df = pd.DataFrame(models).astype({"model_id": "int32", "n_layers": "int64", "n_filters": "int64"})
-    return np.concatenate(blocks), models_df, layers_df
+    meta = [
+        {"name": name, "path": f"{name}.pt", "format": "torch", "sha256": "0" * 64, "task": task,
+         "data_type": data_type, "dataset": dataset, "family": family}
+        for name, task, data_type, dataset, family in MODELS
+    ]
+    sizes = [[(n, n // 32, 32) for n in (filters_per_layer * (1 + ci % 2) for ci in range(N_CONV))]] * len(MODELS)
+    models, layers = model_tables(meta, sizes)
+    tasks = models.set_index("model_id").loc[layers["model_id"]]
+    layers["phenotype"] = [
+        layer_phenotype(task, data_type, ci)
+        for task, data_type, ci in zip(tasks["task"], tasks["data_type"], layers["conv_index"])
+    ]
+    return generate_filters(per_layer(_draw_layer), layers, seed), models, layers
+
+
+def _draw_layer(layer: tuple, rng: np.random.Generator) -> np.ndarray:
+    return draw_filters(layer.phenotype, layer.n_filters, rng, scale=0.2 / (1 + layer.conv_index))
 
 
 def write_synthetic_database(path: str | os.PathLike, seed: int = 0, filters_per_layer: int = 1024, chunk_rows: int = 16_384):
     """Write the synthetic database to ``path`` (a new folder); returns the opened database."""
-    from filtershift.store import write_database
-
     filters, models, layers = synthetic_layers(seed, filters_per_layer)
-    return write_database(Path(path), filters, models, layers, chunk_rows=chunk_rows)
+    return write_synthetic(path, models, layers, filters, chunk_rows=chunk_rows)
 
 
 def analyze_synthetic(db, name: str = "scaled", by: tuple[str, ...] = ("task", "data_type", "depth_decile", "model", "task+data_type"), **plan_kwargs):
