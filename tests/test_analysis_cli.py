@@ -80,7 +80,7 @@ def test_analyze_local_cluster_matches_threads(small_db):
     pd.testing.assert_frame_equal(a.layer_stats(), b.layer_stats())
 
 
-def test_two_analyses_under_one_name_one_writes_the_other_fails_at_once(tmp_path):
+def test_two_analyses_under_one_name_one_writes_the_other_fails_at_once(synthetic_db):
     """A is paused (SIGSTOP at a failpoint) holding its results lock; B under the same name fails at
     once with a clear message and touches nothing; another name runs; A then finishes alone."""
     import os
@@ -88,7 +88,7 @@ def test_two_analyses_under_one_name_one_writes_the_other_fails_at_once(tmp_path
     import subprocess
     import sys
 
-    db = _write_small_db(tmp_path / "db")
+    db = _write_small_db(synthetic_db)
     command = [sys.executable, "-m", "filtershift", "analyze", str(db), "--threads", "--no-progress", "--by", "task"]
     env = dict(os.environ, FILTERSHIFT_FAILPOINT="analyze:computed", FILTERSHIFT_FAILPOINT_ACTION="stop")
     first = subprocess.Popen(command + ["--name", "x", "--scaling", "raw"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
