@@ -71,3 +71,78 @@ def test_fixed_rows_replace_their_failed_and_skipped_rows(onnx_files, tmp_path, 
     assert "models: 3 ok\n" in text and "failed" not in text and "skipped" not in text
     assert verify(db) == []
     assert plan_extraction(read_manifest(tmp_path / "manifest.csv"), db).to_stage == ()  # nothing left to do
+
+
+def chunk_hashes(db: Path) -> dict[str, str]:
+    """sha256 of every chunk file of both arrays, by path within the store."""
+    root = db / store.FILTERS_STORE
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob("*/c/**/*")) if p.is_file()}
+
+
+def chunks_of(db: Path, model_ids: set[int]) -> set[str]:
+    """The chunk files holding only rows of ``model_ids`` (both arrays)."""
+    models, layers = store.read_tables(db)
+    mine = layers[layers["model_id"].isin(model_ids)]
+    others = layers[~layers["model_id"].isin(model_ids)]
+    chunks = {c for r in mine.itertuples() for c in range(r.start // CHUNK, (r.stop - 1) // CHUNK + 1)}
+    chunks -= {c for r in others.itertuples() for c in range(r.start // CHUNK, (r.stop - 1) // CHUNK + 1)}
+    return {f"filters/c/{c}/0" for c in chunks} | {f"layer/c/{c}" for c in chunks}
+
+
+def test_a_changed_file_is_refused_then_replaces_the_old_version_with_the_flag(onnx_files, tmp_path, capsys):
+    db, work = tmp_path / "db", tmp_path / "ckpts"
+    work.mkdir()
+    for name in ("m0", "m1", "m2"):
+        (work / f"{name}.onnx").write_bytes(onnx_files[name].read_bytes())
+    manifest = write_manifest(tmp_path, [{"path": str(work / f"{n}.onnx"), "name": n, "task": "cls"} for n in ("m0", "m1", "m2")])
+    extract(manifest, db)
+    models_before = store.read_tables(db)[0]
+    old_id = int(models_before.set_index("name").at["m0", "model_id"])
+    others = chunks_of(db, {i for i in models_before["model_id"] if i != old_id})
+    assert len(others) == 12  # m1 and m2: three chunks of each array apiece
+    hashes = chunk_hashes(db)
+
+    (work / "m0.onnx").write_bytes(onnx_files["m3"].read_bytes())  # a new version under the old name
+    capsys.readouterr()
+    cli = ["extract", str(manifest), "--db", str(db), "--chunk-rows", str(CHUNK), "--no-progress", "--workers", "1", "--dashboard-address", ":0"]
+    assert main(cli) == 2
+    err = capsys.readouterr().err
+    assert str(work / "m0.onnx") in err and "--replace-changed" in err and "Nothing was changed" in err
+    pd.testing.assert_frame_equal(store.read_tables(db)[0], models_before)
+
+    assert main([*cli, "--replace-changed"]) == 0
+    models, _ = store.read_tables(db)
+    live = store.live_models(models)
+    assert sorted(live["name"]) == ["m0", "m1", "m2"] and (live["status"] == "ok").all()
+    new_id = int(live.set_index("name").at["m0", "model_id"])
+    assert new_id != old_id and models.set_index("model_id").at[old_id, "status"] == store.REMOVED
+    after = chunk_hashes(db)
+    assert {k: after[k] for k in others} == {k: hashes[k] for k in others}  # other models' chunks byte-identical
+    assert {k: after[k] for k in hashes} == hashes  # and the old version's rows were not rewritten either
+    assert verify(db) == []
+
+    opened = store.open_database(db)
+    assert old_id not in set(opened.models["model_id"]) and old_id not in set(opened.layers["model_id"])
+    assert main(["analyze", str(db), "--by", "model", "--threads", "--name", "after", "--no-progress"]) == 0
+    analysed = pd.read_parquet(db / store.RESULTS_DIR / "after" / "models.parquet")
+    assert sorted(analysed["model_id"]) == sorted(set(live["model_id"])) and old_id not in set(analysed["model_id"])
+    assert int(analysed["n_filters"].sum()) == 3 * 48
+    assert plan_extraction(read_manifest(manifest), db).to_stage == ()
+
+
+def test_a_touched_file_with_the_same_content_is_not_a_change(onnx_files, tmp_path):
+    import os
+
+    db = tmp_path / "db"
+    local = tmp_path / "m1.onnx"
+    local.write_bytes(onnx_files["m1"].read_bytes())
+    manifest = write_manifest(tmp_path, [{"path": str(local), "name": "m1"}])
+    extract(manifest, db)
+    os.utime(local, ns=(1, 1))
+    plan = plan_extraction(read_manifest(manifest), db)
+    assert plan.changed == () and len(plan.to_stage) == 1
+    report = extract(manifest, db)
+    assert report.n_new_models == 0 and report.n_new_filters == 0
+    models = store.read_tables(db)[0]
+    assert len(models) == 1 and int(models.at[0, "mtime_ns"]) == 1
+    assert plan_extraction(read_manifest(manifest), db).to_stage == ()
