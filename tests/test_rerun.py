@@ -146,3 +146,37 @@ def test_a_touched_file_with_the_same_content_is_not_a_change(onnx_files, tmp_pa
     models = store.read_tables(db)[0]
     assert len(models) == 1 and int(models.at[0, "mtime_ns"]) == 1
     assert plan_extraction(read_manifest(manifest), db).to_stage == ()
+
+
+def test_remove_then_verify(onnx_files, tmp_path, capsys):
+    db = tmp_path / "db"
+    rows = [{"path": str(onnx_files[n]), "name": n, "task": t} for n, t in (("m0", "cls"), ("m1", "seg"), ("m2", "cls"))]
+    rows.append({"path": str(tmp_path / "missing.onnx"), "name": "typo"})
+    extract(write_manifest(tmp_path, rows), db)
+    hashes = chunk_hashes(db)
+    removed_id = int(store.read_tables(db)[0].set_index("name").at["m1", "model_id"])
+
+    assert main(["remove", str(db), "m1", "nobody"]) == 2  # all or nothing
+    assert "no model named 'nobody'" in capsys.readouterr().err and len(store.live_models(store.read_tables(db)[0])) == 4
+    with store.writer_lock(db), pytest.raises(store.DatabaseError, match="being written"):
+        store.remove_models(db, ["m1"])
+
+    assert main(["remove", str(db), "m1", "typo"]) == 0
+    assert "removed 2 model(s)" in capsys.readouterr().out
+    models, _ = store.read_tables(db)
+    assert list(models.loc[models["name"] == "m1", "status"]) == [store.REMOVED] and "typo" not in set(models["name"])
+    assert chunk_hashes(db) == hashes  # nothing in the store was rewritten
+    assert main(["verify", str(db)]) == 0 and "OK" in capsys.readouterr().out
+
+    text = info_text(db, capsys)
+    assert "m1" not in text and "typo" not in text and "models: 2 ok\n" in text and "removed: 2 model(s)" not in text
+    assert "removed: 1 model(s); 48 of their filter rows stay" in text
+    assert main(["analyze", str(db), "--by", "task", "--threads", "--name", "t", "--no-progress"]) == 0
+    analysed = pd.read_parquet(db / store.RESULTS_DIR / "t" / "models.parquet")
+    assert removed_id not in set(analysed["model_id"]) and int(analysed["n_filters"].sum()) == 2 * 48
+
+    extract(write_manifest(tmp_path, rows[:3]), db)  # extracting the name again stores it anew
+    live = store.live_models(store.read_tables(db)[0]).set_index("name")
+    assert live.at["m1", "status"] == "ok" and int(live.at["m1", "model_id"]) != removed_id
+    problems = verify(db)
+    assert len(problems) == 1 and "results 't'" in problems[0]  # only the analysis made before is stale

@@ -28,6 +28,7 @@ from filtershift.store.database import (
     live_models,
     open_database,
     read_tables,
+    remove_models,
     require_database,
     storage_error_message,
     write_database,
@@ -39,5 +40,5 @@ __all__ = [
     "DEFAULT_CHUNK_ROWS", "FILTERS_STORE", "LAYER_COLUMNS", "LAYER_DTYPES", "LAYERS_TABLE", "MODEL_COLUMNS",
     "MODEL_DTYPES", "MODELS_TABLE", "RESULTS_DIR", "REMOVED", "STORAGE_ERRNOS", "Database", "DatabaseError", "StoreChunks",
     "accounted_layers", "aligned_chunks", "append_rows", "committed_layers", "ensure_store", "is_storage_error",
-    "live_models", "open_database", "read_tables", "require_database", "storage_error_message", "write_database", "write_table", "writer_lock",
+    "live_models", "open_database", "read_tables", "remove_models", "require_database", "storage_error_message", "write_database", "write_table", "writer_lock",
 ]

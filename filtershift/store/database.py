@@ -179,6 +179,30 @@ def accounted_layers(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame
     return layers if keep.all() else layers[keep].reset_index(drop=True)
 
 
+def remove_models(path: str | os.PathLike, names: list[str]) -> pd.DataFrame:
+    """Drop the live models called ``names`` (all or nothing) and return their rows as they were.
+
+    Under the writer lock, ``ok`` rows become ``removed``: their layers stay in layers.parquet and
+    their rows in filters.zarr (nothing is compacted, the space is not reclaimed), but they leave
+    every analysis. ``failed`` and ``skipped`` rows hold no filters and are deleted."""
+    path = require_database(path)
+    with writer_lock(path):
+        models = pd.read_parquet(path / MODELS_TABLE)
+        live = models["status"] != REMOVED
+        unknown = [n for n in dict.fromkeys(names) if not (live & (models["name"] == n)).any()]
+        if unknown:
+            raise DatabaseError(
+                f"{path} holds no model named {', '.join(map(repr, unknown))}; nothing was removed. "
+                f"`filtershift info {path}` lists the models."
+            )
+        chosen = live & models["name"].isin(names)
+        gone = models[chosen].reset_index(drop=True)
+        stored = chosen & (models["status"] == OK)
+        models.loc[stored, ["status", "error"]] = [REMOVED, "removed by `filtershift remove`"]
+        write_table(models[~chosen | stored].reset_index(drop=True), path / MODELS_TABLE)  # the commit
+    return gone
+
+
 def writer_lock(path: Path):
     """Hold ``DB/.lock`` while writing: a second writer fails at once with a clear message. The
     operating system releases the lock when the holder dies, so a killed run never blocks."""
