@@ -10,8 +10,8 @@ def register(subparsers) -> None:
         "remove",
         help="drop models from a filter database",
         description="Drop the named models from DB, all or none. At once, their rows in models.parquet are marked "
-        "'removed' (failed or skipped rows, which hold no filters, are deleted) and they leave every analysis, "
-        "info and export; results computed before are then reported stale by verify. Their filter rows stay "
+        "'removed' (failed or skipped rows, which hold no filters, are deleted) and they leave every analysis "
+        "and info; results computed before are then reported stale by verify. Their filter rows stay "
         "in filters.zarr: nothing compacts a database, so the space is never reclaimed in place (extract the "
         "manifest into a new --db to reclaim it). Extracting a removed name again stores it anew.",
     )
