@@ -77,7 +77,7 @@ def refuse_changed(changed: tuple[Entry, ...], db: Path) -> None:
     files = "; ".join(f"{e.name}: {e.path}" for e in changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
     raise ChangedCheckpointError(
         f"{len(changed)} checkpoint(s) changed since they were extracted into {db} ({files}). Nothing was changed. "
-        f"Rerun with `{REPLACE_FLAG}` to store the new versions (the old versions' rows leave every analysis), "
+        f"Rerun `filtershift extract` with `{REPLACE_FLAG}` to store the new versions (the old versions' rows leave every analysis), "
         "or give the new files new names in the manifest."
     )
 
