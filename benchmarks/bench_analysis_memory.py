@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_analysis_memory.py [--rows 110000000] [--data /work/bench-data/analysis]
 
 Builds (once) a synthetic database (``bench_pca.make_store``), starts 2 workers x 1 thread at 2 GiB,
-runs ``filtershift.analysis.run.analyze`` with five groupings, samples every worker's RSS every
+runs ``filtershift.analysis.compute.analyze`` with five groupings, samples every worker's RSS every
 0.25 s, and prints the peak worker RSS, the bytes spilled, whether any worker was replaced, and the
 time of each read.
 """
@@ -45,7 +45,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from filtershift.analysis.plan import make_plan
-    from filtershift.analysis.run import analyze
+    from filtershift.analysis.compute import analyze
 
     db = make_store(args.data / f"mem-{args.rows}", args.rows)
     size_gb = db.n_rows * 36 / 1e9

@@ -92,7 +92,7 @@ def _one_run(db_path: str, method: str) -> None:
     from filtershift.store import open_database
 
     db = open_database(db_path)
-    plan = make_plan(db.models, db.layers, db.chunk_rows, pca_method=method)
+    plan = make_plan(db.models, db.layers, db.chunk_rows, pca=method)
     from threadpoolctl import threadpool_limits
 
     with dask.config.set(scheduler="threads"), threadpool_limits(1):  # as filtershift analyze runs it

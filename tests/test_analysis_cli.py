@@ -92,3 +92,50 @@ def test_analyze_local_cluster_matches_threads(small_db):
     np.testing.assert_array_equal(a.pca.components, b.pca.components)
     pd.testing.assert_frame_equal(a.shift("task"), b.shift("task"))
     pd.testing.assert_frame_equal(a.layer_stats(), b.layer_stats())
+
+
+def test_two_analyses_under_one_name_one_writes_the_other_fails_at_once(tmp_path):
+    """A is paused (SIGSTOP at a failpoint) holding its results lock; B under the same name fails at
+    once with a clear message and touches nothing; another name runs; A then finishes alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = _write_small_db(tmp_path / "db")
+    command = [sys.executable, "-m", "filtershift", "analyze", str(db), "--threads", "--no-progress", "--by", "task"]
+    env = dict(os.environ, FILTERSHIFT_FAILPOINT="analyze:computed", FILTERSHIFT_FAILPOINT_ACTION="stop")
+    first = subprocess.Popen(command + ["--name", "x", "--scaling", "raw"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once A has stopped itself at the failpoint
+        assert os.WIFSTOPPED(status), "the first analysis ended before reaching its failpoint"
+        second = subprocess.run(command + ["--name", "x", "--scaling", "scaled"], capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2
+        assert "is being computed by another `filtershift analyze`" in second.stderr and "--name" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert not (db / "results" / "x").exists()  # B wrote nothing; A has not written yet
+        other = subprocess.run(command + ["--name", "y"], capture_output=True, text=True, timeout=300)
+        assert other.returncode == 0, other.stderr
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert load_results(db, "x").pca.scaling == "raw"  # A's results, whole
+    assert load_results(db, "y").pca.scaling == "scaled"
+
+
+def test_every_analysis_option_is_a_job_key_and_a_flag():
+    """One settings object: each field is a job-spec key and an `analyze` flag with the same default."""
+    import argparse
+
+    from filtershift.analysis import settings as S
+    from filtershift.pipeline.jobspec import ANALYSIS_KEYS
+
+    parser = argparse.ArgumentParser()
+    S.add_arguments(parser)
+    parsed = S.from_args(parser.parse_args([]))
+    assert parsed == S.AnalysisSettings()
+    assert ANALYSIS_KEYS == tuple(f.name for f in S.options())
+    assert {"pairs", "bins_2d", "max_groups_2d"} <= set(ANALYSIS_KEYS)
+    flags = S.from_args(parser.parse_args(["--pairs", "all", "--bins-2d", "16", "--max-groups-2d", "3", "--by", "task,task, model"]))
+    assert (flags.pairs, flags.bins_2d, flags.max_groups_2d, flags.by) == ("all", 16, 3, ("task", "model"))

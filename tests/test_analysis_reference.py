@@ -20,7 +20,7 @@ from sklearn.decomposition import PCA
 
 from filtershift.analysis.plan import make_plan
 from filtershift.analysis.results import load_results
-from filtershift.analysis.run import analyze
+from filtershift.analysis.compute import analyze
 from filtershift.store import write_database
 
 EPS32 = 1.1920929e-07
@@ -267,7 +267,7 @@ def test_histograms_2d_match_reference(tmp_path):
 
 def test_incremental_pca_agrees_with_covariance(tmp_path):
     res_cov, _ = run_analysis(tmp_path / "a", 4, by=("task",))
-    res_inc, _ = run_analysis(tmp_path / "b", 4, by=("task",), pca_method="incremental")
+    res_inc, _ = run_analysis(tmp_path / "b", 4, by=("task",), pca="incremental")
     assert res_inc.pca.method == "incremental" and res_cov.pca.method == "covariance"
     np.testing.assert_allclose(res_inc.pca.components, res_cov.pca.components, atol=1e-6)
     np.testing.assert_allclose(res_inc.pca.explained_variance_ratio, res_cov.pca.explained_variance_ratio, atol=1e-6)

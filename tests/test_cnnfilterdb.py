@@ -386,7 +386,7 @@ def strip_to_published(src, dst):
 
 def test_analyze_on_import_equals_analyze_on_native_extraction(tmp_path, tests_arch):
     from filtershift.analysis.plan import make_plan
-    from filtershift.analysis.run import analyze
+    from filtershift.analysis.compute import analyze
     from filtershift.extraction.extract import plan_extraction, run_extraction
     from filtershift.extraction.manifest import read_manifest
 

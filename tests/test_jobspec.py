@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -205,3 +206,22 @@ def test_figures_are_skipped_when_unavailable(tmp_path, manifest, monkeypatch):
                     tmp_path / "job.yaml", tmp_path)
     records = run_job(job, show_progress=False)
     assert (records[-1].stage, records[-1].status, records[-1].reason) == ("figures:a", "skipped", "figures unavailable (no holoviews)")
+
+
+def test_a_job_spec_sets_every_analysis_option(tmp_path):
+    from filtershift.analysis.plan import make_plan
+    from filtershift.analysis.settings import AnalysisSettings
+
+    doc = {"manifest": "m.csv", "db": "x.db", "analyses": [
+        {"name": "p", "by": "task", "pairs": "all", "bins_2d": 16, "max_groups_2d": 2, "pca": "incremental"}]}
+    (tmp_path / "m.csv").write_text("name,path\n")
+    job = parse_job(doc, tmp_path / "job.yaml", tmp_path)
+    assert job.analyses == (AnalysisSettings(name="p", by=("task",), pairs="all", bins_2d=16, max_groups_2d=2, pca="incremental"),)
+    with pytest.raises(JobSpecError, match=r"analyses\[0\]\.bins_2d: must be an integer >= 1, got 0"):
+        parse_job({**doc, "analyses": [{"bins_2d": 0}]}, tmp_path / "job.yaml", tmp_path)
+    with pytest.raises(JobSpecError, match=r"analyses\[0\]\.pairs: must be one of consecutive, all"):
+        parse_job({**doc, "analyses": [{"pairs": "some"}]}, tmp_path / "job.yaml", tmp_path)
+    models = pd.DataFrame({"model_id": [0], "name": ["a"], "task": ["t"]})
+    layers = pd.DataFrame({"layer_id": [0], "model_id": [0], "name": ["c"], "start": [0], "stop": [20]})
+    plan = make_plan(models, layers, 8, job.analyses[0])
+    assert (plan.n_bins_2d, plan.max_groups_2d, len(plan.pairs), plan.pca_method) == (16, 2, 36, "incremental")

@@ -90,7 +90,7 @@ def test_verify_passes_after_runs_and_catches_every_corruption(pool, tmp_path_fa
 
 
 def test_stale_results_are_reported(pool, tmp_path):
-    from filtershift.analysis.run import fingerprint
+    from filtershift.store.fingerprint import fingerprint
 
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame(pool[:2]).to_csv(manifest, index=False)

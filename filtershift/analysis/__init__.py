@@ -1,9 +1,9 @@
 """The analysis (docs/design.md §2): PCA of the filters, grouped coefficient histograms, shift matrices
 and layer statistics, streamed over the filter store in at most three reads.
 
-Pure modules (``pca``, ``histograms``, ``shift``, ``layerstats``, ``plan``) compute; ``passes``
-runs the three streaming reads; ``run`` orchestrates; ``results`` is the only one that touches
-``DB/results/NAME/``.
+Pure modules (``settings``, ``plan``, ``pca``, ``histograms``, ``divergence``, ``layerstats``,
+``groups``, ``summary``, ``types``) compute; ``passes`` runs the three streaming reads; ``compute``
+drives them; ``results`` is the only one that touches ``DB/results/NAME/``.
 """
 
 from filtershift.analysis.results import Results, load_results

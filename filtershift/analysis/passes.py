@@ -27,7 +27,7 @@ import numpy as np
 
 from filtershift.analysis.counting import count_rows, range_rows, symmetrise
 from filtershift.analysis.pca import Moments, prepare, row_absmax
-from filtershift.analysis.types import PCAResult
+from filtershift.analysis.types import PCAResult, project
 from filtershift.runtime.malloc import relax_malloc
 
 SPLIT_EVERY = 8
@@ -41,7 +41,7 @@ SUB_ROWS = 8192
 
 def _non_finite_quiet() -> np.errstate:
     """NaN/Inf filters (a store written by hand or imported) make numpy warn in READS 1 and 2; the
-    reads count them instead, and analysis/run.py refuses them, layers named, before READ 3."""
+    reads count them instead, and analysis/compute.py refuses them, layers named, before READ 3."""
     return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
@@ -162,10 +162,6 @@ def _wrap(obj) -> np.ndarray:
     return out
 
 
-def _project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    return (x - mean) @ components.T
-
-
 def _relax_malloc() -> None:
     """A store chunk (9 MiB) and its temporaries come from the heap; at most 64 MiB of freed memory
     is kept per process (see :mod:`filtershift.runtime.malloc`)."""
@@ -176,7 +172,7 @@ def moments_block(x: np.ndarray, lid: np.ndarray, ctx: FitContext) -> np.ndarray
     _relax_malloc()
     x, _ = _select(x, lid, ctx.fit_lookup)
     m = Moments.empty(x.shape[1])
-    with _non_finite_quiet():  # NaN/Inf filters are refused after the read (analysis/run.py)
+    with _non_finite_quiet():  # NaN/Inf filters are refused after the read (analysis/compute.py)
         for s in range(0, len(x), SUB_ROWS):  # merged with Chan et al.'s update (pca.Moments.merge)
             m = m.merge(Moments.of(prepare(x[s : s + SUB_ROWS], ctx.scaling)))
     return _wrap(m)
@@ -200,7 +196,7 @@ def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray
         raw = np.asarray(x[s : s + SUB_ROWS], dtype=np.float64)
         absmax = row_absmax(raw)
         with _non_finite_quiet():  # such rows are counted here and refused after the read
-            c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
+            c = project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
         range_rows(raw, c, local[s : s + SUB_ROWS], absmax, cmin, cmax, n, sums, max_abs, nonfinite)
     layers = LayerArrays(
         lo, {"n": n, "sums": sums, "max_abs": max_abs, "nonfinite": nonfinite},
@@ -268,7 +264,7 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
     for s in range(0, n_rows, SUB_ROWS):
         raw = np.asarray(x[s : s + SUB_ROWS], dtype=np.float64)
         absmax = row_absmax(raw)
-        c = _project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
+        c = project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
         count_rows(raw, c, local[s : s + SUB_ROWS], absmax, ctx.edges, max_abs, layer_mean, used, edges_2d,
                    pair_i, pair_j, targets, counts, n, range_sum, n_sparse, scatter, hist2d)
 

@@ -123,8 +123,3 @@ def fit_incremental(x, scaling: str, batch_size: int, fit_on: str | None = None,
         n_filters=int(np.asarray(ipca.n_samples_seen_).ravel()[0]),
         scaling=scaling, method="incremental", fit_on=fit_on, n_analysed=n_analysed,
     )
-
-
-def project(x: np.ndarray, pca: PCAResult) -> np.ndarray:
-    """PCA coefficients ``c = (x - mean) Vᵀ`` of analysed-form rows (float64)."""
-    return (x - pca.mean) @ pca.components.T

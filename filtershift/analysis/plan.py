@@ -11,20 +11,16 @@ weighting and bootstrap resample is then a sum over layers, with no further read
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from filtershift.analysis.settings import N_BINS_2D, AnalysisSettings, invalid
 from filtershift.errors import FiltershiftError
 
-N_BINS = 70
-N_BINS_2D = 64
-SCALINGS = ("scaled", "raw")
-PCA_METHODS = ("covariance", "incremental")
-DEFAULT_PCA_METHOD = "covariance"  # measured: benchmarks/bench_pca.py (see the issue's closing note)
-WEIGHTINGS = ("filters", "layers", "models")
-PAIR_SETS = ("consecutive", "all")
+N_BINS = 70  # the paper's 70 uniform bins over [min, max] of all coefficients (docs/design.md §3)
+MAX_GROUPS_BOOTSTRAP = 256
 MODEL_GROUPING = "model"
 # Model-table columns that clash with layer columns are exposed as model_<name> in --where/--by.
 _CLASHING_MODEL_COLUMNS = ("name", "n_filters", "path", "status", "error")
@@ -78,7 +74,7 @@ class AnalysisPlan:
     pairs: tuple[tuple[int, int], ...] = ()
     max_groups_2d: int = 64
     bootstrap: int = 0
-    max_groups_bootstrap: int = 256
+    max_groups_bootstrap: int = MAX_GROUPS_BOOTSTRAP
     seed: int = 0
 
     @property
@@ -189,34 +185,15 @@ def chunk_blocks(starts: np.ndarray, stops: np.ndarray, chunk_rows: int) -> tupl
     return tuple(sorted(blocks))
 
 
-def make_plan(
-    models: pd.DataFrame,
-    layers: pd.DataFrame,
-    chunk_rows: int,
-    by: list[str] | tuple[str, ...] = (),
-    scaling: str = "scaled",
-    pca_method: str = DEFAULT_PCA_METHOD,
-    weighting: str = "filters",
-    where: str | None = None,
-    fit_on: str | None = None,
-    bootstrap: int = 0,
-    seed: int = 0,
-    n_bins: int = N_BINS,
-    n_bins_2d: int = N_BINS_2D,
-    pairs: str = "consecutive",
-    max_groups_2d: int = 64,
-) -> AnalysisPlan:
-    """Plan an analysis of the database described by ``models`` and ``layers`` (pure)."""
-    for value, allowed, option in (
-        (scaling, SCALINGS, "--scaling"), (pca_method, PCA_METHODS, "--pca"),
-        (weighting, WEIGHTINGS, "--weighting"), (pairs, PAIR_SETS, "--pairs"),
-    ):
-        if value not in allowed:
-            raise PlanError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
-    if bootstrap < 0:
-        raise PlanError("--bootstrap must be 0 (off) or a number of resamples, e.g. 1000")
+def make_plan(models: pd.DataFrame, layers: pd.DataFrame, chunk_rows: int, settings: AnalysisSettings | None = None, **changes) -> AnalysisPlan:
+    """Plan the analysis ``settings`` (with ``changes`` to its fields) of the database described by
+    ``models`` and ``layers`` (pure)."""
+    settings = replace(settings or AnalysisSettings(), **changes)
+    if problem := invalid(settings):
+        raise PlanError(problem)
     table = layer_table(models, layers)
     table = table[table["stop"] > table["start"]]
+    where, fit_on = settings.where, settings.fit_on
     analysed = select(table, where, "--where")
     fit = select(table, fit_on, "--fit-on") if fit_on else analysed
     fit_table = table[fit]
@@ -232,20 +209,14 @@ def make_plan(
     fit_lookup[fit_table["layer_id"].to_numpy(np.int64)] = True
     used_models = models[models["model_id"].isin(table["model_id"])].sort_values("model_id").reset_index(drop=True)
     model_codes = np.searchsorted(used_models["model_id"].to_numpy(), table["model_id"].to_numpy()).astype(np.int64)
-    names = []
-    for name in by:
-        name = name.strip()
-        if name and name not in names:
-            names.append(name)
-    groupings = tuple(make_grouping(n, table, used_models) for n in names)
     pair_list = (
-        tuple((i, i + 1) for i in range(8)) if pairs == "consecutive" else tuple((i, j) for i in range(9) for j in range(i + 1, 9))
+        tuple((i, i + 1) for i in range(8)) if settings.pairs == "consecutive" else tuple((i, j) for i in range(9) for j in range(i + 1, 9))
     )
     return AnalysisPlan(
-        scaling=scaling,
-        pca_method=pca_method,
-        weighting=weighting,
-        groupings=groupings,
+        scaling=settings.scaling,
+        pca_method=settings.pca,
+        weighting=settings.weighting,
+        groupings=tuple(make_grouping(name, table, used_models) for name in settings.by),
         layers=table,
         models=used_models,
         layer_lookup=layer_lookup,
@@ -257,10 +228,9 @@ def make_plan(
         n_fit=int((fit_table["stop"] - fit_table["start"]).sum()),
         where=where,
         fit_on=fit_on,
-        n_bins=n_bins,
-        n_bins_2d=n_bins_2d,
+        n_bins_2d=settings.bins_2d,
         pairs=pair_list,
-        max_groups_2d=max_groups_2d,
-        bootstrap=bootstrap,
-        seed=seed,
+        max_groups_2d=settings.max_groups_2d,
+        bootstrap=settings.bootstrap,
+        seed=settings.seed,
     )

@@ -60,13 +60,19 @@ Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``
 
 Every file is written to a temporary name and renamed, and ``provenance.json`` is written last:
 a results folder without it is incomplete. A run that fails in its reads of the filters (bad
-weights, Ctrl-C, a lost worker) leaves the results stored under its name as they were.
+weights, Ctrl-C, a lost worker) leaves the results stored under its name as they were. An
+analysis holds ``DB/results/.NAME.lock`` from its first read to its last write, so a second one
+under the same name fails at once instead of mixing its files with the first one's.
+
+Other modules read the provenance through the accessors of :class:`Results`, never its JSON keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,9 +80,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from filtershift.analysis.types import Bins, GroupHistograms, GroupHistograms2D, PCAResult
+from filtershift.analysis.types import ALL_GROUP, AnalysisOutput, Bins, GroupHistograms, GroupHistograms2D, PCAResult
 from filtershift.errors import FiltershiftError
-from filtershift.store.files import atomic_write, atomic_write_json
+from filtershift.store import RESULTS_DIR
+from filtershift.store.files import atomic_write, atomic_write_json, exclusive_lock
 
 PCA_FILE = "pca.json"
 BINS_FILE = "bins.json"
@@ -87,15 +94,19 @@ LAYER_STATS_FILE = "layer_stats.parquet"
 MODEL_DEPTH_RANGE_FILE = "model_depth_range.parquet"
 MODEL_PAIRS_FILE = "model_pairs.parquet"
 MODELS_FILE = "models.parquet"
-ALL_GROUP = "all"
 
 
 class ResultsError(FiltershiftError, RuntimeError):
     """Missing or incomplete results; the message says how to produce them."""
 
 
+def results_root(db_path: str | os.PathLike) -> Path:
+    """``DB/results``: the analyses, each in its own folder, and the pipeline's log."""
+    return Path(db_path) / RESULTS_DIR
+
+
 def results_path(db_path: str | os.PathLike, name: str) -> Path:
-    return Path(db_path) / "results" / name
+    return results_root(db_path) / name
 
 
 def shift_file(by: str) -> str:
@@ -128,12 +139,51 @@ class Results:
     provenance: dict[str, Any] = field(repr=False)
 
     @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
     def groupings(self) -> tuple[str, ...]:
         return tuple(self.provenance.get("groupings", ()))
 
     @property
+    def groupings_2d(self) -> tuple[str, ...]:
+        """The groupings with 2-D histograms, ``all`` first."""
+        return tuple(self.provenance.get("groupings_2d", (ALL_GROUP,)))
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Every setting the analysis ran with (the command's arguments or the job's analysis)."""
+        return dict(self.provenance.get("parameters", {}))
+
+    @property
     def weighting(self) -> str:
-        return self.provenance.get("parameters", {}).get("weighting", "filters")
+        return self.parameters.get("weighting", "filters")
+
+    @property
+    def subset(self) -> str | None:
+        """The expression that chose the filters the PCA was fitted on (``fit_on``, else ``where``)."""
+        return self.parameters.get("fit_on") or self.parameters.get("where")
+
+    @property
+    def job_analysis(self) -> dict[str, Any] | None:
+        """The job spec's analysis settings these results were made with (``filtershift run``)."""
+        return self.parameters.get("job_analysis")
+
+    @property
+    def database_fingerprint(self) -> str | None:
+        """The fingerprint of the database state the results were computed from."""
+        return self.provenance.get("database", {}).get("fingerprint")
+
+    @property
+    def created(self) -> str:
+        """When the results were written (UTC, ISO 8601)."""
+        return str(self.provenance.get("created", ""))
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The provenance's tables for display: parameters, database, analysed, timing, versions."""
+        keys = ("parameters", "database", "analysed", "timing", "versions")
+        return {k: self.provenance[k] for k in keys if self.provenance.get(k)}
 
     def shift(self, by: str) -> pd.DataFrame:
         """The D matrix of ``by``: a square DataFrame indexed and labelled by group."""
@@ -226,6 +276,59 @@ def load_results(db_path: str | os.PathLike, name: str) -> Results:
     )
 
 
+def find_results(db_path: str | os.PathLike, name: str) -> Results | None:
+    """The complete results ``DB/results/NAME``, or ``None`` when there are none (or unreadable ones)."""
+    try:
+        return load_results(db_path, name)
+    except (ResultsError, OSError, ValueError, KeyError):
+        return None
+
+
+def complete_analyses(db_path: str | os.PathLike) -> list[str]:
+    """The names of the complete analyses under ``DB/results``, sorted."""
+    root = results_root(db_path)
+    return sorted(p.parent.name for p in root.glob(f"*/{PROVENANCE_FILE}")) if root.is_dir() else []
+
+
+@contextlib.contextmanager
+def results_lock(db_path: str | os.PathLike, name: str) -> Iterator[None]:
+    """Hold ``DB/results/.NAME.lock`` for a whole analysis: a second analysis under the same name
+    fails at once (so results are never a mix of two runs); other names run side by side."""
+    root = results_root(db_path)
+    busy = (f"{results_path(db_path, name)} is being computed by another `filtershift analyze`; wait for it to finish "
+            "or give this analysis another --name.")
+    with exclusive_lock(root / f".{name}.lock", busy, ResultsError):
+        yield
+
+
+def write_analysis(db_path: str | os.PathLike, name: str, output: AnalysisOutput) -> Path:
+    """Write ``output`` to ``DB/results/NAME/`` (every file atomically, ``provenance.json`` last);
+    returns the folder."""
+    out = results_path(db_path, name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PROVENANCE_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end
+    write_json(out / PCA_FILE, output.pca.to_json())
+    write_json(out / BINS_FILE, output.bins.to_json())
+    write_npz(out / LAYER_HIST_FILE, compressed=True, layer_id=output.layer_ids, counts=output.layer_counts)
+    write_npz(out / MODEL_HIST_FILE, compressed=True, model_id=output.model_ids, counts=output.model_counts,
+              decile_counts=output.decile_counts)
+    for g in output.groupings:
+        by = g.histograms.by
+        write_group_histograms(out, g.histograms)
+        write_csv(out / shift_file(by), g.shift, index=True)
+        write_csv(out / counts_file(by), g.counts)
+        if g.shift_ci is not None:
+            write_csv(out / shift_ci_file(by), g.shift_ci)
+    for h in output.histograms_2d:
+        write_group_histograms_2d(out, h)
+    write_parquet(out / LAYER_STATS_FILE, output.layer_stats)
+    write_parquet(out / MODEL_DEPTH_RANGE_FILE, output.model_depth_range)
+    write_parquet(out / MODEL_PAIRS_FILE, output.model_pairs)
+    write_parquet(out / MODELS_FILE, output.models)
+    write_json(out / PROVENANCE_FILE, output.provenance)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Writers (atomic: temporary file + rename, mode from the umask; see filtershift/store/files.py)
 
@@ -256,12 +359,6 @@ def write_parquet(target: Path, df: pd.DataFrame) -> None:
     atomic_write(target, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def shift_frame(d: np.ndarray, labels: tuple[str, ...] | list[str]) -> pd.DataFrame:
-    """The D matrix as the square labelled frame written to ``shift_<by>.csv``."""
-    index = pd.Index([str(s) for s in labels], name="group")
-    return pd.DataFrame(np.asarray(d, dtype=np.float64), index=index, columns=list(index))
-
-
 def write_group_histograms(folder: Path, h: GroupHistograms) -> None:
     write_npz(
         folder / hist_file(h.by),
@@ -286,7 +383,6 @@ def write_group_histograms_2d(folder: Path, h: GroupHistograms2D) -> None:
 
 
 __all__ = [
-    "PCAResult", "Bins", "GroupHistograms", "GroupHistograms2D", "Results", "ResultsError",
-    "load_results", "results_path", "write_json", "write_npz", "write_csv", "write_parquet",
-    "shift_frame", "write_group_histograms", "write_group_histograms_2d",
+    "ALL_GROUP", "PCAResult", "Bins", "GroupHistograms", "GroupHistograms2D", "Results", "ResultsError",
+    "complete_analyses", "find_results", "load_results", "results_lock", "results_path", "results_root", "write_analysis",
 ]

@@ -1,7 +1,8 @@
-"""Small frozen data types of an analysis: the fitted PCA, the shared bins and grouped histograms.
+"""Small frozen data types of an analysis: the fitted PCA, the shared bins, grouped histograms and
+the whole output of one analysis.
 
-Pure values (numpy only): the analysis computes them, :mod:`filtershift.analysis.results` writes
-and reads them, figures draw them.
+Pure values (numpy and pandas): the analysis computes them, :mod:`filtershift.analysis.results`
+writes and reads them, figures draw them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+ALL_GROUP = "all"  # the one group of every analysed filter (its 2-D histograms: hist2d_all.npz)
 
 
 def project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -119,3 +123,35 @@ class GroupHistograms2D:
     pairs: tuple[tuple[int, int], ...]
     counts: np.ndarray
     edges: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class GroupingOutput:
+    """What one grouping yields: its histograms, the D matrix (square, labelled), the group counts
+    and, with a bootstrap, the confidence intervals of D (long table)."""
+
+    histograms: GroupHistograms
+    shift: pd.DataFrame
+    counts: pd.DataFrame
+    shift_ci: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisOutput:
+    """Everything one analysis writes to ``DB/results/NAME/`` (see the layout in
+    :mod:`filtershift.analysis.results`); ``provenance`` is written last."""
+
+    pca: PCAResult
+    bins: Bins
+    layer_ids: np.ndarray  # (L,)
+    layer_counts: np.ndarray  # (L, 9, n_bins)
+    model_ids: np.ndarray  # (M,)
+    model_counts: np.ndarray  # (M, 9, n_bins)
+    decile_counts: np.ndarray  # (M, 10, 9, n_bins)
+    groupings: tuple[GroupingOutput, ...]
+    histograms_2d: tuple[GroupHistograms2D, ...]
+    layer_stats: pd.DataFrame
+    model_depth_range: pd.DataFrame
+    model_pairs: pd.DataFrame
+    models: pd.DataFrame
+    provenance: dict[str, Any]

@@ -88,7 +88,7 @@ class Inputs:
 
 def prepare_inputs(db, plan: AnalysisPlan) -> Inputs:
     """PCA and coefficient range (threaded scheduler), and the histogram pass context built from
-    them exactly as :func:`filtershift.analysis.run.analyze` builds it."""
+    them exactly as :func:`filtershift.analysis.compute.analyze` builds it."""
     import dask
     from threadpoolctl import threadpool_limits
 

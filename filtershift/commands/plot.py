@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-FORMATS = ("html", "png")
+from filtershift.figures.formats import FORMATS
 
 
 def add_figure_arguments(parser) -> None:
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     )
     add_figure_arguments(parser)
     parser.add_argument("--out", type=Path, help="output folder (default DB/results/NAME/figures)")
-    parser.add_argument("--formats", default="html,png", help="comma-separated: html, png (default %(default)s)")
+    parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated: {', '.join(FORMATS)} (default %(default)s)")
     parser.set_defaults(func=execute)
 
 
@@ -48,12 +48,11 @@ def load_inputs(args):
 
 
 def subset_pcas(db_path: Path, name: str, subsets: str) -> dict:
-    from filtershift.analysis.results import load_results
+    from filtershift.analysis.results import complete_analyses, load_results
     from filtershift.figures.catalog import subset_label
 
     if subsets == "auto":
-        root = Path(db_path) / "results"
-        names = sorted(p.name for p in root.iterdir() if (p / "provenance.json").exists() and p.name != name) if root.exists() else []
+        names = [n for n in complete_analyses(db_path) if n != name]
     else:
         names = [s.strip() for s in subsets.split(",") if s.strip()]
     out = {}

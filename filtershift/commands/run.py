@@ -27,8 +27,9 @@ def register(subparsers) -> None:
 
 
 def execute(args) -> int:
+    from filtershift.analysis.results import results_path
     from filtershift.pipeline.jobspec import JobSpecError, load_job
-    from filtershift.pipeline.stages import StageError, describe_plan, run_job
+    from filtershift.pipeline.stages import StageError, describe_plan, log_path, run_job
     from filtershift.runtime.slurm import sigterm_raises_interrupt
 
     try:
@@ -67,10 +68,10 @@ def execute(args) -> int:
                     progress.close()
     failed = sum(int(r.volume.get("failed", 0)) for r in records)
     print(f"job {job.name}: {sum(r.status == 'done' for r in records)} stage(s) run, "
-          f"{sum(r.status == 'skipped' for r in records)} up to date; log: {job.db / 'results' / 'pipeline.jsonl'}")
+          f"{sum(r.status == 'skipped' for r in records)} up to date; log: {log_path(job.db)}")
     print(f"  database: {job.db}   (filtershift info {job.db})")
     for analysis in job.analyses:
-        print(f"  results:  {job.db / 'results' / analysis.name}")
+        print(f"  results:  {results_path(job.db, analysis.name)}")
     if job.figures:
         print(f"  figures:  {job.figures.out}   (filtershift report {job.db} --name NAME for one HTML page)")
     if failed:

@@ -10,6 +10,8 @@ from filtershift.runtime.cluster import add_cluster_arguments, connect, settings
 
 
 def register(subparsers) -> None:
+    from filtershift.zoo.plan import SIZES
+
     parser = subparsers.add_parser(
         "zoo",
         help="build the demo model zoo (trained CNNs on procedural data) and its manifest",
@@ -20,7 +22,7 @@ def register(subparsers) -> None:
         "The same command writes bit-identical checkpoints.",
     )
     parser.add_argument("directory", metavar="DIR", help="output folder (created; existing zoo files are overwritten)")
-    parser.add_argument("--size", choices=("tiny", "small", "large"), default="small", metavar="{small,large}",
+    parser.add_argument("--size", choices=SIZES, default="small", metavar="{small,large}",
                         help="small (default, ~50 models, 1-2 minutes on 2 cores) or large (~250 checkpoints, "
                         ">10 million 3x3 kernels; wide models train fewer steps)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data sets and models (default 0)")

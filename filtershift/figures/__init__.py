@@ -7,8 +7,17 @@ that return holoviews objects: :mod:`~filtershift.figures.pca` (components, expl
 from the store), :mod:`~filtershift.figures.scale` (filter scale, counts, layer quality),
 :mod:`~filtershift.figures.phenotype` (automatic layer phenotypes). :mod:`~filtershift.figures.catalog`
 lists what a results folder yields; :mod:`~filtershift.figures.save` writes HTML and PNG.
+
+The re-exports below load on first use: importing a light submodule (``figures.formats``) does not
+import holoviews and bokeh (8-11 s here).
 """
 
-from filtershift.figures.catalog import Figure, build_figures, phenotypes
-
 __all__ = ["Figure", "build_figures", "phenotypes"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from filtershift.figures import catalog
+
+        return getattr(catalog, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

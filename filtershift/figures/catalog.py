@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import holoviews as hv
 import pandas as pd
 
-from filtershift.analysis.results import ALL_GROUP, PCAResult, Results, ResultsError
+from filtershift.analysis.results import PCAResult, Results, ResultsError
 from filtershift.figures import pca as pca_figs
 from filtershift.figures import heatmaps, points, ridge, scale
 from filtershift.figures.phenotype import PHENOTYPES, layer_phenotypes
@@ -39,9 +39,7 @@ def phenotypes(results: Results) -> pd.DataFrame:
 
 
 def subset_label(results: Results) -> str:
-    p = results.provenance.get("parameters", {})
-    expr = p.get("fit_on") or p.get("where")
-    return expr or f"all filters ({results.path.name})"
+    return results.subset or f"all filters ({results.name})"
 
 
 def pca_figures(results: Results, subsets: Mapping[str, PCAResult] | None = None) -> list[Figure]:
@@ -95,7 +93,7 @@ def ridge_figures(results: Results) -> list[Figure]:
 
 def density_figures(results: Results, db=None, pair: tuple[int, int] = (0, 1)) -> list[Figure]:
     out = []
-    for by in results.provenance.get("groupings_2d", [ALL_GROUP]):
+    for by in results.groupings_2d:
         h = results.histograms_2d(by)
         if h is None or tuple(pair) not in h.pairs:
             continue

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from holoviews.operation.datashader import rasterize
 
-from filtershift.analysis.types import GroupHistograms2D, PCAResult
+from filtershift.analysis.types import GroupHistograms2D, PCAResult, project
 from filtershift.figures._style import DENSITY
 
 CLABEL = "filters per pixel (log scale)"
@@ -61,14 +61,13 @@ def layer_rows(layers: pd.DataFrame, layer_ids) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(sel["start"], sel["stop"]) if b > a]
 
 
-def project(filters: da.Array, pca: PCAResult, pair: tuple[int, int]) -> da.Array:
+def pair_coefficients(filters: da.Array, pca: PCAResult, pair: tuple[int, int]) -> da.Array:
     """Coefficients ``pair`` of (lazily) scaled or raw filters: ``(w - mean) · v``."""
     x = filters.astype(np.float64)
     if pca.scaling == "scaled":
         m = da.max(da.abs(x), axis=1, keepdims=True)
         x = x / da.where(m > 0, m, 1.0)
-    v = pca.components[list(pair)].T
-    return ((x - pca.mean) @ v).astype(np.float32)
+    return project(x, pca.mean, pca.components[list(pair)]).astype(np.float32)
 
 
 def coefficient_frame(filters: da.Array, layers: pd.DataFrame, pca: PCAResult, layer_ids=None, pair: tuple[int, int] = (0, 1)) -> dd.DataFrame:
@@ -79,7 +78,7 @@ def coefficient_frame(filters: da.Array, layers: pd.DataFrame, pca: PCAResult, l
             raise ValueError(f"no filters in layers {list(layer_ids)[:5]}…: pick layer_id values from layers.parquet")
         filters = da.concatenate([filters[a:b] for a, b in ranges]) if len(ranges) > 1 else filters[ranges[0][0]:ranges[0][1]]
     names = [f"c{pair[0] + 1}", f"c{pair[1] + 1}"]
-    return dd.from_dask_array(project(filters, pca, pair), columns=names)
+    return dd.from_dask_array(pair_coefficients(filters, pca, pair), columns=names)
 
 
 def point_density(frame, pair: tuple[int, int] = (0, 1), title: str = "", size: int = 300,

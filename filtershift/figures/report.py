@@ -35,13 +35,8 @@ def _rows(d: dict) -> str:
 
 def parameters_html(results: Results) -> str:
     """Tables of the run: parameters, database, what was analysed, timing, versions."""
-    prov = results.provenance
-    parts = []
-    for key, title in (("parameters", "Parameters"), ("database", "Database"), ("analysed", "Analysed"),
-                       ("timing", "Timing (s)"), ("versions", "Versions")):
-        if prov.get(key):
-            parts.append(f"<h3>{title}</h3><table class='params'>{_rows(prov[key])}</table>")
-    return "\n".join(parts)
+    titles = {"parameters": "Parameters", "database": "Database", "analysed": "Analysed", "timing": "Timing (s)", "versions": "Versions"}
+    return "\n".join(f"<h3>{titles[key]}</h3><table class='params'>{_rows(table)}</table>" for key, table in results.sections().items())
 
 
 def inline_resources() -> str:
@@ -62,7 +57,7 @@ def render_report(results: Results, figures, title: str | None = None) -> str:
         f"<p class='caption'>{html.escape(f.caption)}</p>{divs[f.key]}</section>"
         for f in figures
     )
-    created = html.escape(str(results.provenance.get("created", "")))
+    created = html.escape(results.created)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style>

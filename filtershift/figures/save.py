@@ -20,6 +20,7 @@ from pathlib import Path
 import holoviews as hv
 
 from filtershift.errors import FiltershiftError
+from filtershift.figures.formats import FORMATS
 
 CHROMIUM_OPTIONS = (
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
@@ -84,7 +85,7 @@ def save_png(obj: hv.core.Dimensioned, path: Path, driver: object) -> Path:
     return path
 
 
-def save_figures(figures, out: Path, formats: tuple[str, ...] = ("html", "png")) -> list[Path]:
+def save_figures(figures, out: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Write every :class:`~filtershift.figures.catalog.Figure` as ``out/<key>.<fmt>``."""
     written = []
     with png_driver() if "png" in formats else contextlib.nullcontext() as driver:

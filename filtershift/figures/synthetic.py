@@ -112,7 +112,7 @@ def write_synthetic_database(path: str | os.PathLike, seed: int = 0, filters_per
 def analyze_synthetic(db, name: str = "scaled", by: tuple[str, ...] = ("task", "data_type", "depth_decile", "model", "task+data_type"), **plan_kwargs):
     """Run the analysis over ``db`` (threaded or synchronous dask, whatever is current)."""
     from filtershift.analysis.plan import make_plan
-    from filtershift.analysis.run import analyze
+    from filtershift.analysis.compute import analyze
 
     plan = make_plan(db.models, db.layers, db.chunk_rows, by=list(by), **plan_kwargs)
     return analyze(db, plan, name, parameters={"by": ",".join(by), **plan_kwargs}, log=None)

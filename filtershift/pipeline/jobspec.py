@@ -25,26 +25,24 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from filtershift.analysis.settings import AnalysisSettings, options
 from filtershift.errors import FiltershiftError
-
-SCALINGS = ("scaled", "raw")
-PCA_METHODS = ("covariance", "incremental")
-WEIGHTINGS = ("filters", "layers", "models")
-ZOO_SIZES = ("tiny", "small", "large")
-FIGURE_FORMATS = ("html", "png")
-DEFAULT_BY = ("task", "data_type", "depth_decile")
+from filtershift.figures.formats import FORMATS as FIGURE_FORMATS
+from filtershift.zoo.plan import SIZES as ZOO_SIZES
 
 TOP_KEYS = ("name", "manifest", "zoo", "db", "extract", "analyses", "figures")
 ZOO_KEYS = ("dir", "size", "seed")
 EXTRACT_KEYS = ("chunk_rows",)
-ANALYSIS_KEYS = ("name", "scaling", "by", "where", "fit_on", "pca", "weighting", "bootstrap", "seed")
+ANALYSIS_KEYS = tuple(f.name for f in options())  # every option of `filtershift analyze`
 FIGURE_KEYS = ("out", "formats", "analyses")
+# One `filtershift analyze` into DB/results/<name>/: the same settings the command line builds.
+AnalysisSpec = AnalysisSettings
 
 
 class JobSpecError(FiltershiftError, ValueError):
@@ -62,28 +60,6 @@ class ZooSpec:
     @property
     def manifest(self) -> Path:
         return self.dir / "manifest.csv"
-
-
-@dataclass(frozen=True)
-class AnalysisSpec:
-    """One ``filtershift analyze`` into ``DB/results/<name>/``."""
-
-    name: str
-    scaling: str = "scaled"
-    by: tuple[str, ...] = DEFAULT_BY
-    where: str | None = None
-    fit_on: str | None = None
-    pca: str = "covariance"
-    weighting: str = "filters"
-    bootstrap: int = 0
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The analysis as plain data (recorded with its results to tell when they are current)."""
-        return {
-            "name": self.name, "scaling": self.scaling, "by": list(self.by), "where": self.where, "fit_on": self.fit_on,
-            "pca": self.pca, "weighting": self.weighting, "bootstrap": self.bootstrap, "seed": self.seed,
-        }
 
 
 @dataclass(frozen=True)
@@ -224,7 +200,7 @@ def parse_job(document: Any, source: Path, base: Path) -> JobSpec:
                    analyses=analyses, figures=figures, raw=dict(doc))
 
 
-def _analyses(c: _Checker, value: Any) -> tuple[AnalysisSpec, ...]:
+def _analyses(c: _Checker, value: Any) -> tuple[AnalysisSettings, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -233,25 +209,29 @@ def _analyses(c: _Checker, value: Any) -> tuple[AnalysisSpec, ...]:
     for i, item in enumerate(value):
         key = f"analyses[{i}]"
         a = c.keys(item, ANALYSIS_KEYS, key)
-        scaling = c.choice(a.get("scaling", "scaled"), SCALINGS, f"{key}.scaling")
-        name = c.string(a.get("name", scaling), f"{key}.name")
+        settings = AnalysisSettings(**{f.name: _setting(c, f, a.get(f.name, f.default), f"{key}.{f.name}") for f in options()})
+        name = c.string(settings.results_name, f"{key}.name")
         if "/" in name or name.startswith("."):
             raise c.fail(f"{key}.name", f"{name!r} names a folder under DB/results/; use letters, digits, '-' or '_'")
         if name in names:
             raise c.fail(f"{key}.name", f"{name!r} is used twice; give each analysis its own name (its results folder)")
         names.add(name)
-        out.append(AnalysisSpec(
-            name=name,
-            scaling=scaling,
-            by=c.strings(a.get("by", list(DEFAULT_BY)), f"{key}.by"),
-            where=c.string(a.get("where"), f"{key}.where", optional=True),
-            fit_on=c.string(a.get("fit_on"), f"{key}.fit_on", optional=True),
-            pca=c.choice(a.get("pca", "covariance"), PCA_METHODS, f"{key}.pca"),
-            weighting=c.choice(a.get("weighting", "filters"), WEIGHTINGS, f"{key}.weighting"),
-            bootstrap=c.integer(a.get("bootstrap", 0), f"{key}.bootstrap"),
-            seed=c.integer(a.get("seed", 0), f"{key}.seed"),
-        ))
+        out.append(replace(settings, name=name))
     return tuple(out)
+
+
+def _setting(c: _Checker, option, value: Any, key: str) -> Any:
+    """One analysis setting checked by its kind: a choice, an integer, the groupings or an expression."""
+    meta = option.metadata
+    if value is None:
+        return None
+    if meta["choices"]:
+        return c.choice(value, meta["choices"], key)
+    if option.type == "int":
+        return c.integer(value, key, minimum=meta["minimum"])
+    if option.name == "by":
+        return c.strings(value, key)
+    return c.string(value, key)
 
 
 def _figures(c: _Checker, value: Any, db: Path, analyses: tuple[AnalysisSpec, ...]) -> FigureSpec | None:

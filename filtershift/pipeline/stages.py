@@ -2,7 +2,7 @@
 
 Stages: ``zoo`` (only for ``zoo:`` jobs) -> ``extract`` -> ``analyze:<name>`` per analysis ->
 ``figures:<name>`` per drawn analysis. Each stage calls the same functions as its command
-(``filtershift.zoo.build``, ``filtershift.extraction.extract``, ``filtershift.analysis.run``,
+(``filtershift.zoo.build``, ``filtershift.extraction.extract``, ``filtershift.analysis.compute``,
 ``filtershift.figures``), on whatever dask client is current; this module never opens a cluster.
 
 A stage is *current* — and skipped — when its outputs are complete and were made from the present
@@ -134,8 +134,8 @@ def extract_current(job: JobSpec) -> tuple[bool, str]:
 
 
 def _fingerprint(db: Path) -> str | None:
-    from filtershift.analysis.run import fingerprint
     from filtershift.store import DatabaseError, open_database
+    from filtershift.store.fingerprint import fingerprint
 
     try:
         return fingerprint(open_database(db))
@@ -144,25 +144,25 @@ def _fingerprint(db: Path) -> str | None:
 
 
 def analyze_current(job: JobSpec, analysis: AnalysisSpec) -> tuple[bool, str]:
-    from filtershift.analysis.results import PROVENANCE_FILE, results_path
+    from filtershift.analysis.results import find_results
 
-    provenance = _read_json(results_path(job.db, analysis.name) / PROVENANCE_FILE)
-    if provenance is None:
+    results = find_results(job.db, analysis.name)
+    if results is None:
         return False, "no complete results"
-    if provenance.get("parameters", {}).get("job_analysis") != analysis.as_dict():
+    if results.job_analysis != analysis.as_dict():
         return False, "the results were made with other settings"
-    if provenance.get("database", {}).get("fingerprint") != _fingerprint(job.db):
+    if results.database_fingerprint != _fingerprint(job.db):
         return False, "the database changed since"
-    return True, f"results of {provenance['created']}"
+    return True, f"results of {results.created}"
 
 
 def _figures_signature(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any] | None:
-    from filtershift.analysis.results import PROVENANCE_FILE, results_path
+    from filtershift.analysis.results import find_results
 
-    provenance = _read_json(results_path(job.db, analysis.name) / PROVENANCE_FILE)
-    if provenance is None:
+    results = find_results(job.db, analysis.name)
+    if results is None:
         return None
-    return {"results": provenance["database"]["fingerprint"] + "@" + provenance["created"], "formats": list(job.figures.formats)}
+    return {"results": f"{results.database_fingerprint}@{results.created}", "formats": list(job.figures.formats)}
 
 
 def figures_current(job: JobSpec, analysis: AnalysisSpec) -> tuple[bool, str]:
@@ -235,14 +235,12 @@ def run_extract(job: JobSpec, show_progress: bool) -> dict[str, Any]:
 
 def run_analyze(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
     from filtershift.analysis.plan import PlanError, make_plan
-    from filtershift.analysis.run import analyze
+    from filtershift.analysis.compute import analyze
     from filtershift.store import open_database
 
     db = open_database(job.db)
     try:
-        plan = make_plan(db.models, db.layers, db.chunk_rows, by=list(analysis.by), scaling=analysis.scaling,
-                         pca_method=analysis.pca, weighting=analysis.weighting, where=analysis.where,
-                         fit_on=analysis.fit_on, bootstrap=analysis.bootstrap, seed=analysis.seed)
+        plan = make_plan(db.models, db.layers, db.chunk_rows, analysis)
     except PlanError as exc:
         raise StageError(f"analysis {analysis.name!r} in {job.source}: {exc}") from None
     parameters = {"job": str(job.source), "job_analysis": analysis.as_dict()}
@@ -293,7 +291,7 @@ def _now() -> str:
 
 
 def _append_log(job: JobSpec, record: StageRecord) -> None:
-    log = job.db / "results" / LOG_FILE
+    log = log_path(job.db)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:
         f.write(record.to_json() + "\n")
@@ -394,13 +392,20 @@ class TaskCounter(SchedulerPlugin):
         return self.added, self.done
 
 
+def log_path(db: str | os.PathLike) -> Path:
+    """``DB/results/pipeline.jsonl``: one line per stage run, skipped, failed or interrupted."""
+    from filtershift.analysis.results import results_root
+
+    return results_root(db) / LOG_FILE
+
+
 def read_log(db: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """The records of ``DB/results/pipeline.jsonl``, oldest first."""
-    path = Path(db) / "results" / LOG_FILE
+    path = log_path(db)
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 yield json.loads(line)
 
 
-__all__ = ["Stage", "StageError", "StageRecord", "describe_plan", "is_current", "read_log", "run_job", "stages", "JobSpecError"]
+__all__ = ["Stage", "StageError", "StageRecord", "describe_plan", "is_current", "log_path", "read_log", "run_job", "stages", "JobSpecError"]

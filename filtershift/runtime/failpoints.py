@@ -2,7 +2,9 @@
 
 Inactive unless ``FILTERSHIFT_FAILPOINT`` names the point; the fault-injection tests set it for a
 subprocess. ``FILTERSHIFT_FAILPOINT_ACTION`` is ``kill-group`` (SIGKILL to the whole process group:
-the command, its cluster and workers — a power cut) or ``exit`` (this process only: a worker dying).
+the command, its cluster and workers — a power cut), ``exit`` (this process only: a worker dying)
+or ``stop`` (SIGSTOP to this process: it pauses there until the test sends SIGCONT, so a test can
+act while the process is at a known point, without timing).
 With ``FILTERSHIFT_FAILPOINT_ONCE=FILE`` the point fires once, then creates FILE and stays quiet.
 """
 
@@ -22,6 +24,10 @@ def failpoint(name: str) -> None:
         except FileExistsError:
             return
         os.close(fd)
-    if os.environ.get("FILTERSHIFT_FAILPOINT_ACTION", "kill-group") == "exit":
+    action = os.environ.get("FILTERSHIFT_FAILPOINT_ACTION", "kill-group")
+    if action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
+    if action == "exit":
         os._exit(137)
     os.killpg(os.getpgrp(), signal.SIGKILL)

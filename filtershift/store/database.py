@@ -64,11 +64,6 @@ class Database:
         """The store as chunks each task reads itself (see :class:`StoreChunks`)."""
         return StoreChunks(str(self.path / FILTERS_STORE), self.n_rows, self.chunk_rows)
 
-    @property
-    def results_dir(self) -> Path:
-        return self.path / RESULTS_DIR
-
-
 _OPEN_GROUPS: dict[tuple, zarr.Group] = {}
 
 

@@ -153,7 +153,7 @@ def _check_results(path: Path) -> list[str]:
     results = path / store.RESULTS_DIR
     if not results.is_dir():
         return []
-    from filtershift.analysis.run import fingerprint
+    from filtershift.store.fingerprint import fingerprint
 
     current = fingerprint(store.open_database(path))
     problems = []

@@ -1,0 +1,171 @@
+"""Compute an analysis plan over a database and hand its output to the results writer.
+
+The three reads of the filters are in :mod:`filtershift.analysis.passes` (READ 1, 2, 3); their
+per-layer sums become the analysis output in :mod:`filtershift.analysis.summary`, and
+:func:`filtershift.analysis.results.write_analysis` stores it. Whatever dask client is current
+executes the passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from filtershift.analysis import results as res
+from filtershift.analysis.histograms import bin_edges
+from filtershift.analysis.passes import HistogramContext, HistogramResult, RangeResult, fit_rows, histogram_pass, moments_pass, range_pass
+from filtershift.analysis.pca import fit_incremental, pca_from_moments
+from filtershift.analysis.plan import AnalysisPlan
+from filtershift.analysis.summary import summarize
+from filtershift.analysis.types import ALL_GROUP, AnalysisOutput, Bins, PCAResult
+from filtershift.runtime.failpoints import failpoint
+from filtershift.store import Database, DatabaseError
+from filtershift.store.fingerprint import fingerprint
+
+VERSIONED_PACKAGES = ("filtershift", "numpy", "pandas", "dask", "distributed", "dask-ml", "zarr", "scikit-learn", "pyarrow")
+PASSES = {
+    "read_1_moments": "PCA fit: count, mean and centred scatter of the fit filters (covariance) or dask-ml IncrementalPCA",
+    "read_2_range": "min/max of the PCA coefficients of the analysed filters; per layer n, sums, max |w|",
+    "read_3_histograms": "per-layer 9 x n_bins coefficient counts and layer-statistics sums; 2-D pair histograms",
+}
+Say = Callable[[str], None]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def analyze(db: Database, plan: AnalysisPlan, name: str, parameters: dict[str, Any] | None = None, log: TextIO | bool = True) -> res.Results:
+    """Compute the analysis ``plan`` over ``db`` and write it to ``DB/results/NAME/``; progress goes
+    to ``log`` (True: the current stderr, False: nowhere). A second analysis under the same name
+    fails at once while this one runs."""
+    stream = sys.stderr if log is True else log
+    say: Say = (lambda msg: print(msg, file=stream, flush=True)) if stream else (lambda msg: None)
+    with res.results_lock(db.path, name), threadpool_limits(1):
+        # The threads of the scheduler are the parallelism: a multi-threaded BLAS under each of them
+        # for (n, 9) x (9, 9) products oversubscribes the cores (measured 6x slower on 2 cores).
+        output = compute_analysis(db, plan, parameters, say)
+        failpoint("analyze:computed")
+        # Results of an earlier run under this name were left intact until here (a failed or
+        # interrupted read changes nothing stored).
+        folder = res.write_analysis(db.path, name, output)
+    say(f"results: {folder} ({output.provenance['timing']['total']:.1f} s)")
+    return res.load_results(db.path, name)
+
+
+def compute_analysis(db: Database, plan: AnalysisPlan, parameters: dict[str, Any] | None, say: Say) -> AnalysisOutput:
+    """The three reads of ``plan`` over ``db`` and everything computed from them, with provenance."""
+    timing: dict[str, float] = {}
+    t_start = time.perf_counter()
+    chunks = db.chunks()  # each pass task reads its own chunk of both arrays
+    say(plan.describe())
+
+    t = time.perf_counter()
+    pca = fit_pca(db, plan, chunks)
+    timing["read_1_moments"] = time.perf_counter() - t
+    say(f"read 1 (PCA, {plan.pca_method}): {timing['read_1_moments']:.1f} s; q = {np.round(pca.explained_variance_ratio, 4).tolist()}")
+
+    t = time.perf_counter()
+    rng, bins = coefficient_range(db, plan, chunks, pca)
+    timing["read_2_range"] = time.perf_counter() - t
+    say(f"read 2 (range): {timing['read_2_range']:.1f} s; coefficients in [{bins.edges[0]:.4g}, {bins.edges[-1]:.4g}]")
+
+    t = time.perf_counter()
+    hist = layer_histograms(plan, chunks, pca, bins, rng)
+    timing["read_3_histograms"] = time.perf_counter() - t
+    say(f"read 3 (histograms + layer statistics): {timing['read_3_histograms']:.1f} s")
+
+    t = time.perf_counter()
+    output = summarize(plan, pca, bins, rng, hist)
+    timing["summaries"] = time.perf_counter() - t
+    timing["total"] = time.perf_counter() - t_start
+    return dataclasses.replace(output, provenance=provenance(db, plan, output, parameters, timing))
+
+
+def _non_finite_error(db: Database, what: str) -> DatabaseError:
+    return DatabaseError(
+        f"{db.path}: {what} hold NaN or Inf weights, which have no place in a histogram. `filtershift extract` "
+        "refuses such checkpoints, so the store was written otherwise (an import, a hand-made store): re-import or "
+        "re-extract the models without them, or leave them out with --where."
+    )
+
+
+def fit_pca(db: Database, plan: AnalysisPlan, chunks) -> PCAResult:
+    """READ 1: the PCA fitted on the plan's fit rows (exact covariance or dask-ml IncrementalPCA)."""
+    fit_filters = "some of the filters the PCA is fitted on"
+    if plan.pca_method == "covariance":
+        moments = moments_pass(chunks, None, plan.fit_blocks, plan.fit_lookup, plan.scaling)
+        if not (np.isfinite(moments.mean).all() and np.isfinite(moments.m2).all()):
+            raise _non_finite_error(db, fit_filters)
+        return pca_from_moments(moments, plan.scaling, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
+    x = fit_rows(db.filters(), db.layer_ids(), plan.fit_blocks, plan.fit_lookup, plan.scaling)
+    try:  # NaN/Inf rows end its SVD in LinAlgError (finite 9-column data always converges)
+        pca = fit_incremental(x, plan.scaling, batch_size=db.chunk_rows, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
+    except np.linalg.LinAlgError as exc:
+        raise _non_finite_error(db, fit_filters) from exc
+    if not (np.isfinite(pca.mean).all() and np.isfinite(pca.components).all()):
+        raise _non_finite_error(db, fit_filters)
+    return pca
+
+
+def coefficient_range(db: Database, plan: AnalysisPlan, chunks, pca: PCAResult) -> tuple[RangeResult, Bins]:
+    """READ 2: the coefficients' range, hence the shared bins; per-layer n, sums and max |w|."""
+    rng = range_pass(chunks, None, plan.blocks, plan.layer_lookup, plan.scaling, pca, plan.n_layers)
+    if rng.nonfinite.any():  # before READ 3, which bins finite coefficients only
+        bad = plan.layers.iloc[np.flatnonzero(rng.nonfinite)]
+        named = ", ".join(f"layer {r.layer_id} ({r.name} of model {r.model_id})" for r in bad.head(3).itertuples())
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise _non_finite_error(db, f"{int(rng.nonfinite.sum())} filter(s) in {named}{more}")
+    edges = bin_edges(rng.cmin.min(), rng.cmax.max(), plan.n_bins)
+    edges_2d = np.stack([bin_edges(rng.cmin[k], rng.cmax[k], plan.n_bins_2d) for k in range(9)])
+    return rng, Bins(edges=edges, edges_2d=edges_2d, pairs=plan.pairs)
+
+
+def layer_histograms(plan: AnalysisPlan, chunks, pca: PCAResult, bins: Bins, rng: RangeResult) -> HistogramResult:
+    """READ 3: per-layer coefficient histograms and statistics sums, and the 2-D histograms."""
+    groupings_2d = plan.groupings_2d
+    ctx = HistogramContext(
+        layer_lookup=plan.layer_lookup, scaling=plan.scaling, mean=pca.mean, components=pca.components,
+        edges=bins.edges, edges_2d=bins.edges_2d, pairs=np.asarray(plan.pairs, dtype=np.intp).reshape(-1, 2),
+        group_codes_2d=(np.zeros(plan.n_layers, dtype=np.int64),) + tuple(g.codes for g in groupings_2d),
+        n_groups_2d=(1,) + tuple(g.n_groups for g in groupings_2d),
+        max_abs=rng.max_abs, layer_mean=rng.sums / np.maximum(rng.n, 1)[:, None],
+    )
+    return histogram_pass(chunks, None, plan.blocks, ctx, plan.n_layers)
+
+
+def provenance(db: Database, plan: AnalysisPlan, output: AnalysisOutput, parameters: dict[str, Any] | None,
+               timing: dict[str, float]) -> dict[str, Any]:
+    """What was computed, from which database state, with which settings and versions, how fast."""
+    return {
+        "parameters": dict(parameters or {}, scaling=plan.scaling, pca=plan.pca_method, weighting=plan.weighting,
+                           where=plan.where, fit_on=plan.fit_on, bootstrap=plan.bootstrap, seed=plan.seed,
+                           n_bins=plan.n_bins, n_bins_2d=plan.n_bins_2d, pairs=[list(p) for p in plan.pairs],
+                           max_groups_2d=plan.max_groups_2d, max_groups_bootstrap=plan.max_groups_bootstrap),
+        "database": {"path": str(Path(db.path).resolve()), "fingerprint": fingerprint(db), "n_rows": db.n_rows,
+                     "chunk_rows": db.chunk_rows, "n_models": int(len(db.models)), "n_layers": int(len(db.layers))},
+        "analysed": {"n_filters": plan.n_analysed, "n_layers": plan.n_layers, "n_models": plan.n_models, "n_fit": plan.n_fit,
+                     "n_chunks_read": len(plan.blocks), "n_fit_chunks_read": len(plan.fit_blocks)},
+        "groupings": [g.name for g in plan.groupings],
+        "groupings_2d": [ALL_GROUP] + [g.name for g in plan.groupings_2d],
+        "bootstrapped": [g.histograms.by for g in output.groupings if g.shift_ci is not None],
+        "passes": PASSES,
+        "versions": versions(),
+        "timing": {k: round(v, 3) for k, v in timing.items()},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
