@@ -57,7 +57,16 @@ def corruptions(db: Path) -> dict:
         n = group["filters"].shape[0]
         group["filters"].resize((n - 2, 9))
 
-    return {f.__name__: f for f in (flip_filter, wrong_layer_id, gap_in_ranges, count_disagrees, truncated_array)}
+    def duplicate_name(d):  # a failed row beside the ok row of the same name
+        models = pd.read_parquet(d / store.MODELS_TABLE)
+        extra = models.iloc[[0]].assign(model_id=models["model_id"].max() + 1, status="failed", error="file not found")
+        store.write_table(pd.concat([models, extra], ignore_index=True), d / store.MODELS_TABLE)
+
+    def stale_rows(d):  # layers of a model the models table no longer holds
+        models = pd.read_parquet(d / store.MODELS_TABLE)
+        store.write_table(models[models["model_id"] != models.loc[models["status"] == "ok", "model_id"].iloc[0]], d / store.MODELS_TABLE)
+
+    return {f.__name__: f for f in (flip_filter, wrong_layer_id, gap_in_ranges, count_disagrees, truncated_array, duplicate_name, stale_rows)}
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -95,3 +104,30 @@ def test_stale_results_are_reported(pool, tmp_path):
     run_extraction(plan_extraction(read_manifest(manifest), db), show_progress=False)
     (problem,) = verify(db)
     assert "results 'demo'" in problem and "rerun `filtershift analyze" in problem
+
+
+def test_duplicate_names_and_stale_rows_are_named(pool, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(pool[:3]).to_csv(manifest, index=False)
+    db = tmp_path / "db"
+    run_extraction(plan_extraction(read_manifest(manifest), db), chunk_rows=50, show_progress=False)
+    damage = corruptions(db)
+    for name, expected in (("duplicate_name", "more than one live row (m0-"), ("stale_rows", "stale rows: 3 layer(s), 48 filter rows")):
+        copy = tmp_path / name
+        shutil.copytree(db, copy)
+        damage[name](copy)
+        assert any(expected in p for p in verify(copy)), (name, verify(copy))
+
+
+@pytest.mark.parametrize("kind", ["empty folder", "no such folder", "store without tables"])
+def test_verify_of_a_non_database_answers_like_every_command(tmp_path, capsys, kind):
+    from filtershift.cli import main
+
+    folder = tmp_path / "not-a-db"
+    if kind != "no such folder":
+        folder.mkdir()
+    if kind == "store without tables":
+        store.ensure_store(folder)
+    assert main(["verify", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder} is not a filter database") and f"filtershift extract MANIFEST --db {folder}" in err

@@ -10,7 +10,9 @@ def register(subparsers) -> None:
         "verify",
         help="check a database's invariants",
         description="Row ranges tile the array, every layer value matches its range, counts agree between tables and "
-        "arrays, each model's rows match the checksum recorded at extraction, and results refer to the current database.",
+        "arrays, each model's rows match the checksum recorded at extraction, each name has one live row, no layer "
+        "belongs to no model (stale rows; rows of removed models are accounted for), and results refer to the "
+        "current database. Exit 1 if any check fails, 2 if DB is not a database.",
     )
     parser.add_argument("db", type=Path, help="database folder")
     parser.set_defaults(func=execute)
@@ -19,7 +21,7 @@ def register(subparsers) -> None:
 def execute(args) -> int:
     from filtershift.store.verify import verify
 
-    problems = verify(args.db)
+    problems = verify(args.db)  # not a database: a DatabaseError, printed by cli.main (exit 2)
     for problem in problems:
         print(f"FAIL {problem}")
     print(f"{args.db}: {'OK' if not problems else f'{len(problems)} problem(s)'}")

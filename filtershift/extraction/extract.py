@@ -23,20 +23,24 @@ from filtershift import store
 from filtershift.extraction.chunkplan import ChunkWrite, plan_chunk_writes
 from filtershift.runtime.failpoints import failpoint
 from filtershift.extraction.manifest import META_COLUMNS, Entry
+from filtershift.extraction.rerun import CHANGED, CURRENT, classify, file_fingerprint, live_rows_by_name, refuse_changed, stored_by_name
 from filtershift.runtime.progress import compute, compute_each
 from filtershift.extraction.staging import STAGING_DIR, Staged, load_staged_kernels, one_line, read_staged_layers, stage_checkpoint
 
 
 @dataclass(frozen=True)
 class ExtractionPlan:
-    """What a run will do: the entries that need a staging task, and those already in the DB."""
+    """What a run will do: the entries that need a staging task, those already in the DB, and
+    those of ``to_stage`` whose file changed under a stored name (see :mod:`.rerun`)."""
 
     db: Path
     to_stage: tuple[Entry, ...]
     up_to_date: tuple[Entry, ...]
+    changed: tuple[Entry, ...] = ()
 
     def describe(self) -> str:
-        return f"{len(self.to_stage)} checkpoint(s) to extract, {len(self.up_to_date)} already in {self.db}"
+        changed = f" ({len(self.changed)} changed since extracted)" if self.changed else ""
+        return f"{len(self.to_stage)} checkpoint(s) to extract{changed}, {len(self.up_to_date)} already in {self.db}"
 
 
 @dataclass(frozen=True)
@@ -53,24 +57,18 @@ class ExtractionReport:
         return int((self.statuses["status"] == "failed").sum())
 
 
-def file_fingerprint(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
 def plan_extraction(entries: list[Entry], db: Path) -> ExtractionPlan:
-    """A row is up to date when the DB holds it as ``ok`` from the same file (size and mtime
-    unchanged); every other row gets a staging task, which compares content hashes."""
+    """Match every manifest row to the database by name (:func:`.rerun.classify`): rows stored
+    ``ok`` from the same file are up to date, every other row gets a staging task."""
     models, _ = store.read_tables(db)
-    done = {}
-    if len(models):
-        ok = models[models["status"] == "ok"]
-        done = {(p, int(s), int(m)) for p, s, m in zip(ok["path"], ok["size_bytes"], ok["mtime_ns"])}
-    to_stage, up_to_date = [], []
-    for entry in entries:
-        current = not entry.problem and entry.path.is_file() and (str(entry.path), *file_fingerprint(entry.path)) in done
-        (up_to_date if current else to_stage).append(entry)
-    return ExtractionPlan(db=db, to_stage=tuple(to_stage), up_to_date=tuple(up_to_date))
+    stored = stored_by_name(models)
+    kinds = [classify(entry, stored.get(entry.name)) for entry in entries]
+    return ExtractionPlan(
+        db=db,
+        to_stage=tuple(e for e, k in zip(entries, kinds) if k != CURRENT),
+        up_to_date=tuple(e for e, k in zip(entries, kinds) if k == CURRENT),
+        changed=tuple(e for e, k in zip(entries, kinds) if k == CHANGED),
+    )
 
 
 def task_key(entry: Entry) -> str:
@@ -79,13 +77,17 @@ def task_key(entry: Entry) -> str:
     return f"extract-{safe}-{entry.row}"
 
 
-def run_extraction(plan: ExtractionPlan, chunk_rows: int = store.DEFAULT_CHUNK_ROWS, show_progress: bool = True) -> ExtractionReport:
-    """Stage every planned checkpoint (one task each), then consolidate into the database."""
+def run_extraction(plan: ExtractionPlan, chunk_rows: int = store.DEFAULT_CHUNK_ROWS, show_progress: bool = True,
+                   replace_changed: bool = False) -> ExtractionReport:
+    """Stage every planned checkpoint (one task each), then consolidate into the database. Files
+    changed under a stored name are refused unless ``replace_changed`` (see :mod:`.rerun`)."""
+    if not replace_changed:
+        refuse_changed(plan.changed, plan.db)
     with store.writer_lock(plan.db):
-        return _run_locked(plan, chunk_rows, show_progress)
+        return _run_locked(plan, chunk_rows, show_progress, replace_changed)
 
 
-def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool) -> ExtractionReport:
+def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool, replace_changed: bool) -> ExtractionReport:
     started = time.perf_counter()
     staging_root = str(plan.db / STAGING_DIR)
     clean_staging(plan.db)
@@ -98,7 +100,7 @@ def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool) -> E
         result if error is None else Staged(sha256="", status="failed", error=f"task failed: {type(error).__name__}: {one_line(error)}")
         for result, error in outcomes
     ]
-    n_models, n_filters = consolidate(plan.db, list(plan.to_stage), staged, chunk_rows, show_progress)
+    n_models, n_filters = consolidate(plan.db, list(plan.to_stage), staged, chunk_rows, show_progress, replace_changed)
     rows = [(e.name, str(e.path), "ok", "already in the database") for e in plan.up_to_date]
     rows += [(e.name, str(e.path), s.status, s.error) for e, s in zip(plan.to_stage, staged)]
     statuses = pd.DataFrame(rows, columns=["name", "path", "status", "error"])
@@ -118,35 +120,43 @@ def clean_staging(db: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows: int, show_progress: bool = True) -> tuple[int, int]:
+def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows: int, show_progress: bool = True,
+                replace_changed: bool = False) -> tuple[int, int]:
     """Append the newly staged models to the database and commit the tables; returns the number
-    of models and filters added. Rows are written one task per store chunk."""
+    of models and filters added. Rows are written one task per store chunk. A result replaces the
+    failed or skipped row of its name; a changed file replaces the ``ok`` row only with
+    ``replace_changed`` (the old row becomes ``removed``; see :mod:`.rerun`)."""
     models, layers = store.read_tables(db)
     models, layers = _drop_uncommitted(models, layers)
     start = int(layers["stop"].max()) if len(layers) else 0
     group = store.ensure_store(db, chunk_rows)
     known_sha = dict(zip(models.loc[models["status"] == "ok", "sha256"], models.loc[models["status"] == "ok", "model_id"]))
-    row_of_path = dict(zip(models["path"], models.index))
+    rows_of_name = live_rows_by_name(models)
     next_model = int(models["model_id"].max()) + 1 if len(models) else 0
     next_layer = int(layers["layer_id"].max()) + 1 if len(layers) else 0
     new_models, new_layers, sources, layer_runs = [], [], [], {}
     offset = start
     for entry, result in zip(entries, staged):
-        previous = row_of_path.get(str(entry.path))
-        if result.status == "ok" and result.sha256 in known_sha:
-            if previous is not None and models.at[previous, "status"] == "ok":
-                models.loc[previous, ["size_bytes", "mtime_ns"]] = file_fingerprint(entry.path)  # touched, same content
-                continue
-            result = Staged(sha256=result.sha256, status="skipped", error=f"same content as model {known_sha[result.sha256]}")
-        if previous is not None and models.at[previous, "status"] == "ok":
-            print(f"warning: {entry.label} changed since it was extracted as model {models.at[previous, 'model_id']}; "
-                  "kept the stored version (extract into a new --db to use the new file)")
+        ok_row, dead_rows = rows_of_name.get(entry.name, (None, []))
+        if ok_row is not None and result.status == "ok" and result.sha256 == models.at[ok_row, "sha256"]:
+            models.loc[ok_row, ["path", "size_bytes", "mtime_ns"]] = [str(entry.path), *file_fingerprint(entry.path)]  # touched or moved
             continue
-        model_id = int(models.at[previous, "model_id"]) if previous is not None else next_model
-        if previous is None:
-            next_model += 1
+        if result.status == "ok" and result.sha256 in known_sha:
+            result = Staged(sha256=result.sha256, status="skipped", error=f"same content as model {known_sha[result.sha256]}")
+        if ok_row is not None and (result.status == "failed" or not replace_changed):
+            if result.status != "failed":
+                print(f"warning: {entry.label} changed since it was extracted as model {models.at[ok_row, 'model_id']}; "
+                      "kept the stored version (pass --replace-changed to replace it)")
+            continue  # an unreadable new file never replaces a stored version
+        if ok_row is not None:
+            model_id, next_model = next_model, next_model + 1
+            known_sha.pop(models.at[ok_row, "sha256"], None)
+            models.loc[ok_row, ["status", "error"]] = [store.REMOVED, f"replaced by model {model_id}: the file changed"]
+        elif dead_rows:
+            model_id = int(models.at[dead_rows[0], "model_id"])
         else:
-            models = models.drop(index=previous)
+            model_id, next_model = next_model, next_model + 1
+        models = models.drop(index=dead_rows)
         record = _model_record(entry, result, model_id)
         if result.status == "ok":
             known_sha[result.sha256] = model_id
@@ -218,7 +228,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _drop_uncommitted(models: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return models.reset_index(drop=True), store.committed_layers(models, layers)
+    return models.reset_index(drop=True), store.accounted_layers(models, layers)
 
 
 def _model_record(entry: Entry, result: Staged, model_id: int) -> dict:

@@ -32,6 +32,10 @@ RESULTS_DIR = "results"
 # on every chunk on these VMs), and 3x3 float32 weights barely compress, so no codec by default.
 DEFAULT_CHUNK_ROWS = 262_144
 
+# Model statuses (docs/design.md §3). Only ``ok`` models have rows in the database; a ``removed``
+# model's rows stay in filters.zarr, accounted for by its layers, but leave every analysis.
+OK, FAILED, SKIPPED, REMOVED = "ok", "failed", "skipped", "removed"
+
 class DatabaseError(FiltershiftError, RuntimeError):
     """A database that is missing, malformed or inconsistent; the message says how to fix it."""
 
@@ -95,17 +99,25 @@ class StoreChunks:
         return group
 
 
-def open_database(path: str | os.PathLike) -> Database:
-    """Open the database at ``path``; errors name the missing piece and the command that makes it."""
+def require_database(path: str | os.PathLike) -> Path:
+    """``path`` made absolute, if it holds the three pieces of a database; otherwise a
+    :class:`DatabaseError` naming the missing piece and the command that makes it."""
     path = Path(path).absolute()  # workers may run in another folder (an existing scheduler)
-    store = path / FILTERS_STORE
-    for piece in (store, path / MODELS_TABLE, path / LAYERS_TABLE):
+    for piece in (path / FILTERS_STORE, path / MODELS_TABLE, path / LAYERS_TABLE):
         if not piece.exists():
             raise DatabaseError(
                 f"{path} is not a filter database: {piece.name} is missing. "
                 f"Create one with `filtershift extract MANIFEST --db {path}`."
             )
-    models = pd.read_parquet(path / MODELS_TABLE)
+    return path
+
+
+def open_database(path: str | os.PathLike) -> Database:
+    """Open the database at ``path``; errors name the missing piece and the command that makes it.
+    Removed models (status ``removed``) are left out of ``models``, their layers out of ``layers``."""
+    path = require_database(path)
+    store = path / FILTERS_STORE
+    models = live_models(pd.read_parquet(path / MODELS_TABLE))
     layers = committed_layers(models, pd.read_parquet(path / LAYERS_TABLE))
     group = zarr.open_group(str(store), mode="r")
     filters = group["filters"]
@@ -139,9 +151,51 @@ def committed_layers(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame
     just before models) and are not part of the database."""
     if not len(layers):
         return layers
-    ok = models.loc[models["status"] == "ok", "model_id"] if len(models) else []
+    ok = models.loc[models["status"] == OK, "model_id"] if len(models) else []
     keep = layers["model_id"].isin(ok)
     return layers if keep.all() else layers[keep].reset_index(drop=True)
+
+
+def live_models(models: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the models table that are not ``removed`` (at most one per name)."""
+    if not len(models) or not (models["status"] == REMOVED).any():
+        return models
+    return models[models["status"] != REMOVED].reset_index(drop=True)
+
+
+def accounted_layers(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The layers whose rows the store keeps: those of ``ok`` models (the database) and those of
+    ``removed`` models (left out of every analysis, their rows not reclaimed). Layers of any other
+    model are leftovers of an interrupted extraction, whose rows the next append overwrites."""
+    if not len(layers):
+        return layers
+    kept = models.loc[models["status"].isin([OK, REMOVED]), "model_id"] if len(models) else []
+    keep = layers["model_id"].isin(kept)
+    return layers if keep.all() else layers[keep].reset_index(drop=True)
+
+
+def remove_models(path: str | os.PathLike, names: list[str]) -> pd.DataFrame:
+    """Drop the live models called ``names`` (all or nothing) and return their rows as they were.
+
+    Under the writer lock, ``ok`` rows become ``removed``: their layers stay in layers.parquet and
+    their rows in filters.zarr (nothing is compacted, the space is not reclaimed), but they leave
+    every analysis. ``failed`` and ``skipped`` rows hold no filters and are deleted."""
+    path = require_database(path)
+    with writer_lock(path):
+        models = pd.read_parquet(path / MODELS_TABLE)
+        live = models["status"] != REMOVED
+        unknown = [n for n in dict.fromkeys(names) if not (live & (models["name"] == n)).any()]
+        if unknown:
+            raise DatabaseError(
+                f"{path} holds no model named {', '.join(map(repr, unknown))}; nothing was removed. "
+                f"`filtershift info {path}` lists the models."
+            )
+        chosen = live & models["name"].isin(names)
+        gone = models[chosen].reset_index(drop=True)
+        stored = chosen & (models["status"] == OK)
+        models.loc[stored, ["status", "error"]] = [REMOVED, "removed by `filtershift remove`"]
+        write_table(models[~chosen | stored].reset_index(drop=True), path / MODELS_TABLE)  # the commit
+    return gone
 
 
 def writer_lock(path: Path):

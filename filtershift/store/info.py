@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 
-from filtershift.store import FILTERS_STORE, Database
+from filtershift.store import FILTERS_STORE, REMOVED, Database, read_tables
 
 
 def disk_bytes(path) -> int:
@@ -20,6 +20,17 @@ def group_table(models: pd.DataFrame, by: str) -> pd.DataFrame:
     return table.sort_values("filters", ascending=False)
 
 
+def removed_lines(db: Database) -> list[str]:
+    """How many models were removed and how many of their rows the store still holds (the names
+    are gone from every listing; ``db.models`` holds live models only)."""
+    models, layers = read_tables(db.path)
+    removed = models[models["status"] == REMOVED] if len(models) else models
+    if not len(removed):
+        return []
+    n_rows = int(layers.loc[layers["model_id"].isin(removed["model_id"]), "n_filters"].sum())
+    return [f"  removed: {len(removed)} model(s); {n_rows:,} of their filter rows stay in filters.zarr (not reclaimed)"]
+
+
 def summarize(db: Database) -> str:
     models = db.models
     status = models["status"].value_counts().to_dict() if len(models) else {}
@@ -30,6 +41,7 @@ def summarize(db: Database) -> str:
         + "".join(f", {v} {k}" for k, v in sorted(status.items()) if k != "ok"),
         f"  layers: {len(db.layers):,}   filters: {db.n_rows:,}   chunk rows: {db.chunk_rows:,}",
         f"  filters.zarr on disk: {size / 2**20:,.1f} MiB ({size / max(db.n_rows, 1):.1f} bytes per filter)",
+        *removed_lines(db),
     ]
     for by in ("task", "data_type", "format"):
         if by in models.columns and len(models):
