@@ -267,6 +267,19 @@ def test_zarr_is_imported_only_by_the_store():
     assert not offenders, f"modules outside {STORE_PACKAGE} that import zarr: {offenders}"
 
 
+def test_the_store_imports_no_layer_above_it():
+    """The store serves extraction and analysis; it never reaches up to them (nor to figures, the
+    pipeline or the command line), even in a function-local import."""
+    above = ("filtershift.analysis", "filtershift.extraction", "filtershift.figures", "filtershift.pipeline",
+             "filtershift.commands", "filtershift.cli", "filtershift.zoo", "filtershift.bench")
+    offences = sorted(
+        f"{name} imports {', '.join(a for a in above if _imports(imported_names(name), a))}"
+        for name in modules()
+        if (name == STORE_PACKAGE or name.startswith(STORE_PACKAGE + ".")) and any(_imports(imported_names(name), a) for a in above)
+    )
+    assert not offences, "store modules that import a layer above the store:\n  " + "\n  ".join(offences)
+
+
 def test_no_function_is_longer_than_90_lines():
     too_long = []
     for name, (_, tree) in modules().items():

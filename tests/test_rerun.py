@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from filtershift import store
+from filtershift.analysis.results import stale_analyses
 from filtershift.cli import main
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import read_manifest
@@ -178,5 +179,5 @@ def test_remove_then_verify(onnx_files, tmp_path, capsys):
     extract(write_manifest(tmp_path, rows[:3]), db)  # extracting the name again stores it anew
     live = store.live_models(store.read_tables(db)[0]).set_index("name")
     assert live.at["m1", "status"] == "ok" and int(live.at["m1", "model_id"]) != removed_id
-    problems = verify(db)
+    problems = verify(db) + stale_analyses(db)
     assert len(problems) == 1 and "results 't'" in problems[0]  # only the analysis made before is stale

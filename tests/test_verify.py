@@ -90,6 +90,7 @@ def test_verify_passes_after_runs_and_catches_every_corruption(pool, tmp_path_fa
 
 
 def test_stale_results_are_reported(pool, tmp_path):
+    from filtershift.analysis.results import stale_analyses
     from filtershift.store.fingerprint import fingerprint
 
     manifest = tmp_path / "manifest.csv"
@@ -99,10 +100,10 @@ def test_stale_results_are_reported(pool, tmp_path):
     results = db / store.RESULTS_DIR / "demo"
     results.mkdir(parents=True)
     (results / "provenance.json").write_text('{"database": {"fingerprint": "%s"}}' % fingerprint(store.open_database(db)))
-    assert verify(db) == []
+    assert verify(db) + stale_analyses(db) == []
     pd.DataFrame(pool[:3]).to_csv(manifest, index=False)
     run_extraction(plan_extraction(read_manifest(manifest), db), show_progress=False)
-    (problem,) = verify(db)
+    (problem,) = verify(db) + stale_analyses(db)
     assert "results 'demo'" in problem and "rerun `filtershift analyze" in problem
 
 

@@ -290,6 +290,28 @@ def complete_analyses(db_path: str | os.PathLike) -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{PROVENANCE_FILE}")) if root.is_dir() else []
 
 
+def stale_analyses(db_path: str | os.PathLike) -> list[str]:
+    """A problem line for every analysis under ``DB/results`` that was computed from another state
+    of the database than the present one (read from each provenance's fingerprint alone)."""
+    from filtershift.store import open_database
+    from filtershift.store.fingerprint import fingerprint
+
+    names = complete_analyses(db_path)
+    if not names:
+        return []
+    current = fingerprint(open_database(db_path))
+    problems = []
+    for name in names:
+        try:
+            recorded = _read_json(results_path(db_path, name) / PROVENANCE_FILE).get("database", {}).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != current:
+            problems.append(f"results '{name}' were computed from another state of the database; "
+                            f"rerun `filtershift analyze {db_path} --name {name}`")
+    return problems
+
+
 @contextlib.contextmanager
 def results_lock(db_path: str | os.PathLike, name: str) -> Iterator[None]:
     """Hold ``DB/results/.NAME.lock`` for a whole analysis: a second analysis under the same name
@@ -384,5 +406,5 @@ def write_group_histograms_2d(folder: Path, h: GroupHistograms2D) -> None:
 
 __all__ = [
     "ALL_GROUP", "PCAResult", "Bins", "GroupHistograms", "GroupHistograms2D", "Results", "ResultsError",
-    "complete_analyses", "find_results", "load_results", "results_lock", "results_path", "results_root", "write_analysis",
+    "complete_analyses", "find_results", "load_results", "results_lock", "stale_analyses", "results_path", "results_root", "write_analysis",
 ]

@@ -19,9 +19,11 @@ def register(subparsers) -> None:
 
 
 def execute(args) -> int:
+    from filtershift.analysis.results import stale_analyses
     from filtershift.store.verify import verify
 
     problems = verify(args.db)  # not a database: a DatabaseError, printed by cli.main (exit 2)
+    problems += stale_analyses(args.db)
     for problem in problems:
         print(f"FAIL {problem}")
     print(f"{args.db}: {'OK' if not problems else f'{len(problems)} problem(s)'}")

@@ -8,7 +8,6 @@ per chunk and per model.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import dask
@@ -144,21 +143,4 @@ def verify(path: str | Path) -> list[str]:
     for (model_id, recorded, _), actual in zip(checks, sums):
         if actual != recorded:
             problems.append(f"model {model_id}: its filter rows do not match the checksum recorded at extraction")
-    problems += _check_results(path)
-    return problems
-
-
-def _check_results(path: Path) -> list[str]:
-    """Every analysis under ``DB/results`` must have been computed from the present database."""
-    results = path / store.RESULTS_DIR
-    if not results.is_dir():
-        return []
-    from filtershift.store.fingerprint import fingerprint
-
-    current = fingerprint(store.open_database(path))
-    problems = []
-    for provenance in sorted(results.glob("*/provenance.json")):
-        recorded = json.loads(provenance.read_text()).get("database", {}).get("fingerprint")
-        if recorded != current:
-            problems.append(f"results '{provenance.parent.name}' were computed from another state of the database; rerun `filtershift analyze {path} --name {provenance.parent.name}`")
     return problems
