@@ -29,21 +29,20 @@ def register(subparsers) -> None:
 def execute(args) -> int:
     import dask
 
-    from filtershift.analysis.compute import analyze
-    from filtershift.analysis.plan import PlanError, make_plan
+    from filtershift import api
+    from filtershift.analysis.plan import PlanError
     from filtershift.analysis.settings import from_args
-    from filtershift.store import DatabaseError, open_database
+    from filtershift.store import DatabaseError
 
-    settings = from_args(args)
+    parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "no_progress")}
+
+    def scope():  # entered by api.analyze once the plan is checked, so a bad option starts no cluster
+        return dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
+
     try:
-        db = open_database(args.db)
-        plan = make_plan(db.models, db.layers, db.chunk_rows, settings)
+        results = api.analyze(args.db, settings=from_args(args), parameters=parameters, progress=not args.no_progress, scheduler_scope=scope)
     except (DatabaseError, PlanError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "no_progress")}
-    scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
-    with scope:
-        results = analyze(db, plan, settings.results_name, parameters=parameters, log=not args.no_progress)
     print(f"wrote {results.path}")
     return 0
