@@ -18,6 +18,7 @@ _EXPORTS = {
     "extract": "filtershift.api",
     "analyze": "filtershift.api",
     "FilterDatabase": "filtershift.api",
+    "synthetic_database": "filtershift.api",
     "AnalysisSettings": "filtershift.analysis.settings",
     "Results": "filtershift.analysis.results",
     "ResultsError": "filtershift.analysis.results",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the heavy imports wait for the first call (``import filters
 PathLike = str | os.PathLike
 ScopeFactory = Callable[[], AbstractContextManager]
 
-__all__ = ["FilterDatabase", "analyze", "current_client", "extract", "open"]
+__all__ = ["FilterDatabase", "analyze", "current_client", "extract", "open", "synthetic_database"]
 
 
 @dataclass(frozen=True)
@@ -284,3 +284,29 @@ def extract(
         clean_staging(db)  # leftovers of a run killed after its commit
     say(f"database {db} is up to date")
     return extraction_report(plan, [], 0, 0, time.perf_counter() - started)
+
+
+def synthetic_database(path: PathLike, filters_per_layer: int = 1024, seed: int = 0, chunk_rows: int = 16_384) -> FilterDatabase:
+    """Write a small synthetic database to ``path`` (a new folder) and open it: 8 models of several
+    tasks, data types and families, 6 layers each, whose filters follow three known phenotypes
+    (:mod:`filtershift.figures.synthetic`) — for trying the API without checkpoints.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write it (must not hold a database yet).
+    filters_per_layer : int, optional
+        Filters of the even layers (the odd ones get twice as many).
+    seed : int, optional
+        The random seed: the same seed writes the same filters.
+    chunk_rows : int, optional
+        Rows per Zarr chunk.
+
+    Returns
+    -------
+    FilterDatabase
+    """
+    from filtershift.figures.synthetic import write_synthetic_database
+
+    with default_scope():
+        return FilterDatabase(write_synthetic_database(path, seed=seed, filters_per_layer=filters_per_layer, chunk_rows=chunk_rows))
