@@ -5,8 +5,10 @@ results that xarray opens from disk, and a light ``import filtershift``."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -18,6 +20,7 @@ from filtershift import api
 from filtershift.cli import main
 from filtershift.figures.synthetic import write_synthetic_database
 
+API_DOC = Path(__file__).parent.parent / "docs" / "api.md"
 BY = "task,data_type+task,model"
 PASS_NAMES = ("pca-moments", "coefficient-range", "histograms")  # the task names of the three reads (analysis/passes.py)
 
@@ -162,3 +165,16 @@ def test_import_filtershift_is_light():
     print(f"import filtershift: {out[1]} ms")  # measured, not asserted
     lazy = subprocess.run([sys.executable, "-c", "import filtershift; print(filtershift.analyze.__module__)"], capture_output=True, text=True, check=True)
     assert lazy.stdout.strip() == "filtershift.api"
+
+
+def test_every_example_of_docs_api_md_runs(tmp_path, monkeypatch):
+    """The ```python blocks of docs/api.md, in order, in one namespace, in a fresh folder."""
+    blocks = re.findall(r"^```python\n(.*?)^```", API_DOC.read_text(), flags=re.S | re.M)
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with dask.config.set(scheduler=None):  # the API's own default, as a reader's session has it
+        for number, block in enumerate(blocks, 1):
+            exec(compile(block, f"{API_DOC}:block{number}", "exec"), namespace)
+    documented = set(re.findall(r"filtershift\.(\w+)", API_DOC.read_text()))
+    assert set(filtershift.__all__) - {"__version__"} <= documented  # every public name has its section
