@@ -64,9 +64,10 @@ def test_analyze_refuses_nan_and_inf_filters_naming_their_layers(synthetic_db, c
         assert "the filters the PCA is fitted on hold NaN or Inf" in err and "Traceback" not in err, (pca, err)
     assert main(["analyze", str(db), "--threads", "--where", "depth_decile == 9", "--name", "clean"]) == 0
     assert load_results(db, "clean").layer_stats()["variance_entropy"].notna().all()
-    stored = {p.name: p.read_bytes() for p in (db / "results" / "clean").iterdir()}
+    folder = db / "results" / "clean"
+    stored = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}  # dataset.zarr is a folder
     assert main(["analyze", str(db), "--threads", "--name", "clean"]) == 2  # a failed rerun under the same name
-    assert {p.name: p.read_bytes() for p in (db / "results" / "clean").iterdir()} == stored, "the failed run touched stored results"
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == stored, "the failed run touched stored results"
     assert load_results(db, "clean").provenance["parameters"]["where"] == "depth_decile == 9"
 
 

@@ -53,6 +53,9 @@ Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``
                              same_dataset (bool; False where either side is missing).
     models.parquet           the analysed models: model_id, name, task, data_type, dataset,
                              family, n_layers, n_filters (as analysed) and any extra columns.
+    dataset.zarr             all of the above but the parquet tables, as one labelled xarray Dataset
+                             in a Zarr v3 group (``xarray.open_zarr``); names in
+                             :mod:`filtershift.analysis.dataset`. Written after the other files.
     provenance.json          parameters (every CLI argument), database {path, fingerprint, n_rows,
                              chunk_rows, n_models, n_layers}, versions {package: version}, timing
                              {pass name: seconds, total}, passes (the three reads of the filters
@@ -80,6 +83,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from filtershift.analysis.dataset import DATASET_STORE, write_dataset
 from filtershift.analysis.types import ALL_GROUP, AnalysisOutput, Bins, GroupHistograms, GroupHistograms2D, PCAResult
 from filtershift.errors import FiltershiftError
 from filtershift.store import RESULTS_DIR
@@ -250,6 +254,20 @@ class Results:
     def models(self) -> pd.DataFrame:
         return pd.read_parquet(self._file(MODELS_FILE))
 
+    def dataset(self):
+        """Everything above as one labelled ``xarray.Dataset`` (variables and dimensions:
+        :mod:`filtershift.analysis.dataset`); the same is stored as ``dataset.zarr``, which
+        ``xarray.open_zarr(results.path / "dataset.zarr")`` opens directly.
+
+        Examples
+        --------
+        >>> ds = results.dataset()                                       # doctest: +SKIP
+        >>> ds.shift_task.sel(task_group_a="classification")             # doctest: +SKIP
+        """
+        from filtershift.analysis.dataset import results_dataset
+
+        return results_dataset(self)
+
     def _file(self, name: str) -> Path:
         path = self.path / name
         if not path.exists():
@@ -347,6 +365,8 @@ def write_analysis(db_path: str | os.PathLike, name: str, output: AnalysisOutput
     write_parquet(out / MODEL_DEPTH_RANGE_FILE, output.model_depth_range)
     write_parquet(out / MODEL_PAIRS_FILE, output.model_pairs)
     write_parquet(out / MODELS_FILE, output.models)
+    written = Results(path=out, pca=output.pca, bins=output.bins, provenance=output.provenance)
+    write_dataset(written.dataset(), out / DATASET_STORE)  # built from the files just written
     write_json(out / PROVENANCE_FILE, output.provenance)
     return out
 

@@ -29,17 +29,15 @@ def register(subparsers) -> None:
 def execute(args) -> int:
     import dask
 
-    from filtershift.analysis.compute import analyze
-    from filtershift.analysis.plan import make_plan
+    from filtershift import api
     from filtershift.analysis.settings import from_args
-    from filtershift.store import open_database
 
-    settings = from_args(args)
-    db = open_database(args.db)
-    plan = make_plan(db.models, db.layers, db.chunk_rows, settings)
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "no_progress")}
-    scope = dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
-    with scope:
-        results = analyze(db, plan, settings.results_name, parameters=parameters, log=not args.no_progress)
+
+    def scope():  # entered by api.analyze once the plan is checked, so a bad option starts no cluster
+        return dask.config.set(scheduler="threads") if args.threads else connect(settings_from_args(args), out=sys.stderr)
+
+    # a DatabaseError or PlanError is printed by cli.main (exit 2)
+    results = api.analyze(args.db, settings=from_args(args), parameters=parameters, progress=not args.no_progress, scheduler_scope=scope)
     print(f"wrote {results.path}")
     return 0

@@ -31,26 +31,12 @@ def register(subparsers) -> None:
 
 
 def execute(args) -> int:
-    from filtershift.extraction.extract import plan_extraction, run_extraction
-    from filtershift.extraction.manifest import read_manifest
-    from filtershift.extraction.rerun import refuse_changed
+    from filtershift import api
 
     args.db = args.db.absolute()  # workers may run in another folder (an existing scheduler)
-    entries = read_manifest(args.manifest)  # a ManifestError is printed by cli.main (exit 2)
-    try:
-        plan = plan_extraction(entries, args.db)
-        print(plan.describe(), file=sys.stderr)
-        if not args.replace_changed:
-            refuse_changed(plan.changed, args.db)  # before any cluster starts (exit 2, via cli.main)
-        if not plan.to_stage:
-            from filtershift.extraction.extract import clean_staging
-
-            with store.writer_lock(args.db):
-                clean_staging(args.db)  # leftovers of a run killed after its commit
-            print(f"database {args.db} is up to date", file=sys.stderr)
-            return 0
-        with connect(settings_from_args(args)):
-            report = run_extraction(plan, chunk_rows=args.chunk_rows, show_progress=not args.no_progress, replace_changed=args.replace_changed)
+    try:  # a ManifestError, or a changed file without --replace-changed, is printed by cli.main (exit 2)
+        report = api.extract(args.manifest, args.db, chunk_rows=args.chunk_rows, progress=not args.no_progress, log=sys.stderr,
+                             replace_changed=args.replace_changed, scheduler_scope=lambda: connect(settings_from_args(args)))
     except OSError as exc:
         if not store.is_storage_error(exc):
             raise

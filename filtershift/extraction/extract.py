@@ -101,10 +101,15 @@ def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool, repl
         for result, error in outcomes
     ]
     n_models, n_filters = consolidate(plan.db, list(plan.to_stage), staged, chunk_rows, show_progress, replace_changed)
-    rows = [(e.name, str(e.path), "ok", "already in the database") for e in plan.up_to_date]
-    rows += [(e.name, str(e.path), s.status, s.error) for e, s in zip(plan.to_stage, staged)]
+    rows = [(e.name, str(e.path), s.status, s.error) for e, s in zip(plan.to_stage, staged)]
+    return extraction_report(plan, rows, n_models, n_filters, time.perf_counter() - started)
+
+
+def extraction_report(plan: ExtractionPlan, staged_rows: list[tuple], n_models: int, n_filters: int, seconds: float) -> ExtractionReport:
+    """The report of a run: the rows already up to date, then ``staged_rows`` (name, path, status, error)."""
+    rows = [(e.name, str(e.path), "ok", "already in the database") for e in plan.up_to_date] + staged_rows
     statuses = pd.DataFrame(rows, columns=["name", "path", "status", "error"])
-    return ExtractionReport(statuses=statuses, n_new_models=n_models, n_new_filters=n_filters, seconds=time.perf_counter() - started)
+    return ExtractionReport(statuses=statuses, n_new_models=n_models, n_new_filters=n_filters, seconds=seconds)
 
 
 def clean_staging(db: Path) -> None:
