@@ -32,6 +32,7 @@ PURE_MODULES = (
     "filtershift.analysis.pca",
     "filtershift.analysis.plan",
     "filtershift.analysis.types",
+    "filtershift.analysis.where",
     "filtershift.extraction.chunkplan",
     "filtershift.extraction.depth",
     "filtershift.extraction.kernels",
