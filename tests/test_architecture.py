@@ -34,6 +34,7 @@ PURE_MODULES = (
     "filtershift.analysis.settings",
     "filtershift.analysis.summary",
     "filtershift.analysis.types",
+    "filtershift.analysis.where",
     "filtershift.extraction.chunkplan",
     "filtershift.extraction.depth",
     "filtershift.extraction.kernels",

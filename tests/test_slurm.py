@@ -247,6 +247,7 @@ def test_dask_work_runs_on_slurm_jobs(slurm_config):
         assert total == 999_999 * 1_000_000 // 2
         jobs = queued(name)
         assert len(jobs) == 2 and all(state == "RUNNING" for _, state in jobs), jobs
+        client.wait_for_workers(2, timeout=120)  # a job can be RUNNING before its worker registers
         workers = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
         assert workers == {f"{name}-0", f"{name}-1"}  # named as cluster-script renders them
     wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to be cancelled")
@@ -343,10 +344,69 @@ def test_sbatch_script_runs_a_job_in_one_allocation(tmp_path):
     assert "2 worker(s) x 1 thread(s)" in log and "dask dashboard: http" in log
     assert "[1/2] extract: done" in log and "[2/2] analyze:scaled: done" in log
     assert "filtershift run exited with 0" in log
+    assert not no_error_lines(log), log  # the steps end by themselves: no "error: *** STEP ... CANCELLED"
     assert not list(tmp_path.glob("filtershift-scheduler-*.json"))  # cleaned up
     filters, *_ = database_tables(tmp_path / "batch.db")
     assert filters.shape == (100, 9)
     assert (tmp_path / "batch.db" / "results" / "scaled" / "provenance.json").is_file()
+
+
+def no_error_lines(text: str) -> list[str]:
+    """The lines of a log that read like a failure (Slurm's "error: *** JOB ... CANCELLED")."""
+    return [line for line in text.splitlines() if "CANCELLED" in line or "error:" in line]
+
+
+def small_database(path: Path) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    from filtershift.store import write_database
+
+    rows = 40
+    layers = pd.DataFrame({
+        "layer_id": np.arange(2, dtype=np.int32), "model_id": np.zeros(2, dtype=np.int32), "name": ["c0", "c1"],
+        "conv_index": [0, 1], "n_conv": 2, "depth": [0.0, 1.0], "depth_decile": np.array([0, 9], dtype=np.int8),
+        "in_channels": 1, "out_channels": rows, "groups": 1, "start": [0, rows], "stop": [rows, 2 * rows], "n_filters": rows,
+    })
+    models = pd.DataFrame({"model_id": [0], "name": ["a"], "path": "", "format": "torch", "sha256": "", "task": ["cls"],
+                           "data_type": ["natural"], "dataset": "d", "family": "f", "n_layers": 2, "n_filters": 0,
+                           "status": "ok", "error": ""})
+    with dask.config.set(scheduler="sync"):
+        write_database(path, np.random.default_rng(5).normal(size=(2 * rows, 9)).astype(np.float32), models, layers, chunk_rows=32)
+    return path
+
+
+@needs_slurm
+@pytest.mark.timeout(300)
+def test_worker_logs_go_to_the_database_and_end_without_cancellation(tmp_path):
+    """`--cluster slurm` writes no slurm-<id>.out into the working folder: each worker job logs to
+    DB/logs/slurm/ (made under the caller's umask), and its normal end is no cancellation: the
+    job is COMPLETED and no line of its logs reads "error:" or "CANCELLED"."""
+    name = f"fs-{uuid.uuid4().hex[:8]}"
+    config = write_config(tmp_path / "slurm.yaml", job_name=name, memory="1GiB", walltime="00:10:00")
+    db = small_database(tmp_path / "db")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "filtershift", "analyze", str(db), "--cluster", "slurm", "--workers", "2", "--cluster-config", str(config),
+         "--no-progress", "--dashboard-address", ":0"],
+        cwd=cwd, capture_output=True, text=True, timeout=240, umask=0o027,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (db / "results" / "scaled" / "provenance.json").is_file()
+    assert not list(cwd.iterdir()), "files left in the working folder"
+    logs = db / "logs" / "slurm"
+    assert (db / "logs").stat().st_mode & 0o777 == 0o750 and logs.stat().st_mode & 0o777 == 0o750
+    err_files = sorted(logs.glob(f"{name}-*.err"))
+    assert len(err_files) == 2 and len(list(logs.glob(f"{name}-*.out"))) == 2, sorted(p.name for p in logs.iterdir())
+    for err in err_files:
+        text = err.read_text() + err.with_suffix(".out").read_text()
+        assert "Start worker" in text and "End worker" in text, text
+        assert not no_error_lines(text), text
+        state = job_state(err.stem.rsplit("-", 1)[1])
+        assert (state.get("JobState"), state.get("ExitCode")) == ("COMPLETED", "0:0"), state
+    assert not no_error_lines(run.stderr), run.stderr
+    wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to end")
 
 
 def test_ctrl_c_stays_a_keyboard_interrupt_after_importing_jobqueue():
@@ -396,6 +456,10 @@ def test_demo_job_on_slurm_equals_local(slurm_config, tmp_path):
     assert proc.returncode == 0, err
     assert seen, "no worker job was ever RUNNING in squeue"
     wait_until(lambda: no_jobs_left(name), 30, "the worker jobs to be cancelled")
+    worker_logs = sorted((tmp_path / "slurm-logs").glob(f"{name}-*.err"))
+    assert worker_logs and not list(tmp_path.glob("slurm-*.out"))
+    for err in worker_logs:  # also the jobs adaptive scaling let go during the run
+        assert not no_error_lines(err.read_text()), err.read_text()
 
     log = [json.loads(line) for line in (tmp_path / "slurm" / "demo.db" / "results" / "pipeline.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["status"], r["cluster"]) for r in log] == [

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from filtershift.analysis.settings import N_BINS_2D, AnalysisSettings, invalid
+from filtershift.analysis.where import diagnose, not_a_condition, quoted
 from filtershift.errors import FiltershiftError
 
 N_BINS = 70  # the paper's 70 uniform bins over [min, max] of all coefficients (docs/design.md §3)
@@ -120,20 +121,25 @@ def layer_table(models: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def select(table: pd.DataFrame, expr: str | None, option: str) -> np.ndarray:
-    """Boolean mask of the rows of ``table`` matching the pandas query ``expr`` (all if None)."""
+    """Boolean mask of the rows of ``table`` matching the pandas query ``expr`` (all if None).
+
+    The usual mistakes are named before pandas sees the text (``analysis/where.py``)."""
     if not expr:
         return np.ones(len(table), dtype=bool)
+    problem = diagnose(expr, table.columns, option)
+    if problem:
+        raise PlanError(f"{quoted(option, expr)}: {problem}")
     try:
         mask = table.eval(expr)
     except Exception as exc:  # pandas raises many kinds here; all mean a bad expression
         raise PlanError(
-            f"{option} {expr!r} could not be evaluated ({type(exc).__name__}: {exc}). It is a pandas "
+            f"{quoted(option, expr)} could not be evaluated ({type(exc).__name__}: {exc}). It is a pandas "
             f"expression over the layer and model columns: {', '.join(map(str, table.columns))}; "
             f"e.g. {option} \"data_type == 'natural' and depth_decile == 0\"."
         ) from None
     mask = np.asarray(mask)
     if mask.dtype != bool or mask.shape != (len(table),):
-        raise PlanError(f"{option} {expr!r} must be a condition (true/false per layer), not a value.")
+        raise PlanError(not_a_condition(expr, mask.dtype, option))
     return mask
 
 

@@ -34,7 +34,7 @@ def execute(args) -> int:
 
     job = load_job(args.job)
     check_groupings(job)
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, run_folder=job.db)
     if settings.kind == "slurm" and not settings.scheduler:
         from filtershift.runtime.slurm import resolve_slurm_settings
 

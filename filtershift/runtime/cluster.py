@@ -27,6 +27,7 @@ class ClusterSettings:
     memory_limit: str | None = None
     dashboard_address: str = ":8787"
     cluster_config: str | None = None  # --cluster-config: a SLURM settings YAML (see filtershift/runtime/slurm.py)
+    run_folder: str | None = None  # the database (or zoo folder) of the command: SLURM job logs go to <it>/logs/slurm
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
@@ -48,7 +49,10 @@ def add_cluster_arguments(parser) -> None:
     group.add_argument("--cluster-config", metavar="FILE", help="SLURM settings YAML overriding ./cluster/slurm.yaml and the packaged defaults (--cluster slurm)")
 
 
-def settings_from_args(args) -> ClusterSettings:
+def settings_from_args(args, run_folder: str | os.PathLike | None = None) -> ClusterSettings:
+    """The cluster options of ``args``. ``run_folder`` (default: the command's database ``db``, or
+    the zoo's ``directory``) is where SLURM worker logs go, under ``logs/slurm``."""
+    folder = run_folder or getattr(args, "db", None) or getattr(args, "directory", None)
     return ClusterSettings(
         kind=args.cluster,
         scheduler=args.scheduler,
@@ -57,6 +61,7 @@ def settings_from_args(args) -> ClusterSettings:
         memory_limit=args.memory_limit,
         dashboard_address=args.dashboard_address,
         cluster_config=getattr(args, "cluster_config", None),
+        run_folder=str(folder) if folder else None,
     )
 
 

@@ -7,19 +7,22 @@ into a frozen :class:`SlurmSettings`, before any job is submitted; everything do
 script, the cluster, the scaling — is a function of that one value (docs/design.md §4).
 
 ``job_script(settings)`` renders the exact worker job script without a scheduler or a batch system;
-``slurm_cluster(cluster_settings)`` starts the scheduler here, submits worker jobs, and cancels
-every job it submitted on the way out, also on Ctrl-C or SIGTERM.
+``slurm_cluster(cluster_settings)`` starts the scheduler here and submits worker jobs, which log to
+``<database>/logs/slurm/``; at the end their workers are closed so that the jobs end by themselves
+(a cancelled job's log ends in a ``slurmstepd: error: *** JOB ... CANCELLED`` line), and on Ctrl-C
+or SIGTERM every job it submitted is cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -246,15 +249,35 @@ def _import_jobqueue():
     return dask_jobqueue
 
 
+# How long a worker job may take to end on its own once its workers were asked to close, before
+# it is cancelled (a cancelled job's log ends in "slurmstepd: error: *** JOB ... CANCELLED").
+GRACEFUL_END_SECONDS = 30.0
+_LIVE_STATES = "PENDING,CONFIGURING,RUNNING,SUSPENDED"
+DEFAULT_LOG_DIRECTORY = Path("logs") / "slurm"
+
+
 def _cancel(job_ids: set[str]) -> None:
     """``scancel`` whatever is left of the jobs submitted here (after a clean close: nothing)."""
     if not job_ids:
         return
-    queued = subprocess.run(["squeue", "--noheader", "--format=%i", "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED", "--jobs", ",".join(sorted(job_ids))], capture_output=True, text=True)
+    queued = subprocess.run(["squeue", "--noheader", "--format=%i", f"--states={_LIVE_STATES}", "--jobs", ",".join(sorted(job_ids))], capture_output=True, text=True)
     left = sorted(set(queued.stdout.split()) & job_ids)
     if left:
         print(f"cancelling SLURM jobs {' '.join(left)}", file=sys.stderr, flush=True)
         subprocess.run(["scancel", *left], capture_output=True, text=True)
+
+
+def close_scheduler(scheduler_file: str, timeout: float = 10.0) -> None:
+    """End a dask cluster the way it ends by itself: retire and close every worker (each nanny exits
+    gracefully), then shut the scheduler down. ``cluster/filtershift.sbatch`` calls this at its end,
+    so that its srun steps finish on their own instead of being cancelled."""
+    from distributed import Client
+
+    with Client(scheduler_file=scheduler_file, timeout=timeout) as client:
+        workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        if workers:
+            client.retire_workers(workers, close_workers=True)
+        client.shutdown()
 
 
 @contextlib.contextmanager
@@ -275,25 +298,83 @@ def sigterm_raises_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+async def _job_state(job_id: str) -> str | None:
+    """The SLURM state of a job that has not ended (PENDING, RUNNING, ...), or None once it has."""
+    proc = await asyncio.create_subprocess_exec(
+        "squeue", "--noheader", "--format=%T", f"--states={_LIVE_STATES}", "--jobs", job_id,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    states = out.decode().split()
+    return states[0] if proc.returncode == 0 and states else None
+
+
+async def _close_workers(scheduler: str, names: list[str]) -> None:
+    """Ask the scheduler to retire and close those of the named workers it still has (adaptive
+    scaling closes a worker itself before it lets the job go)."""
+    from distributed.core import rpc
+
+    with contextlib.suppress(OSError):  # the scheduler is gone: the workers exit by themselves
+        async with rpc(scheduler) as comm:
+            await comm.retire_workers(names=names, close_workers=True, remove=True)
+
+
+async def _end_gracefully(job_id: str, scheduler: str, names: list[str], timeout: float) -> bool:
+    """Close the job's workers and wait until the job has ended by itself, at most ``timeout``
+    seconds; the request is repeated, so that a worker that registers only now is closed too."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await _job_state(job_id) is not None:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await _close_workers(scheduler, names)
+        await asyncio.sleep(0.5)
+    return True
+
+
+def log_directory(settings: SlurmSettings, run_folder: str | Path | None) -> Path:
+    """Where the worker jobs' output goes: the settings' ``log-directory`` if set, else
+    ``<run folder>/logs/slurm`` (the database of the command), else ``./logs/slurm``; absolute."""
+    chosen = settings.log_directory or (Path(run_folder) / DEFAULT_LOG_DIRECTORY if run_folder else DEFAULT_LOG_DIRECTORY)
+    return Path(chosen).expanduser().absolute()
+
+
 @contextlib.contextmanager
 def slurm_cluster(cluster_settings) -> Iterator[Any]:
     """A ``SLURMCluster`` from the resolved SLURM settings, scaled adaptively between
     ``adaptive.minimum-jobs`` and ``adaptive.maximum-jobs`` (or to exactly ``--workers`` jobs).
 
-    On exit — normal, exception, Ctrl-C or SIGTERM — the cluster closes and every job it submitted
-    that is still queued or running is cancelled."""
+    Each job's output goes to :func:`log_directory` (made with the process umask). A worker job
+    that is no longer needed — at the normal end or when adaptive scaling lets it go — has its
+    workers closed through the scheduler and ends by itself (state COMPLETED, no "CANCELLED" line
+    in its log); only one that does not end within ``GRACEFUL_END_SECONDS`` is cancelled. On
+    Ctrl-C or SIGTERM every job still queued or running is cancelled at once."""
     jobqueue = _import_jobqueue()
     SLURMCluster, SLURMJob = jobqueue.SLURMCluster, jobqueue.slurm.SLURMJob
     settings = resolve_slurm_settings(getattr(cluster_settings, "cluster_config", None))
+    logs = log_directory(settings, getattr(cluster_settings, "run_folder", None))
+    logs.mkdir(parents=True, exist_ok=True)
+    settings = replace(settings, log_directory=str(logs))
     submitted: set[str] = set()
+    interrupted = threading.Event()
 
     class TrackedSLURMJob(SLURMJob):
-        """Remembers its SLURM job id, so that a shutdown interrupted half-way can still cancel it."""
+        """Remembers its SLURM job id (so that a shutdown interrupted half-way can still cancel it),
+        and lets its workers exit before falling back to ``scancel``."""
 
         async def start(self):
             await super().start()
             if self.job_id:
                 submitted.add(str(self.job_id))
+
+        async def close(self):
+            if self.job_id and not interrupted.is_set():
+                names = [self.name] + [f"{self.name}-{i}" for i in range(settings.processes)]
+                state = await _job_state(self.job_id)
+                if state is None:
+                    return  # ended already: nothing to cancel
+                if state == "RUNNING" and await _end_gracefully(self.job_id, self.scheduler, names, GRACEFUL_END_SECONDS):
+                    return
+            await super().close()
 
     with sigterm_raises_interrupt():
         cluster = SLURMCluster(
@@ -308,6 +389,10 @@ def slurm_cluster(cluster_settings) -> Iterator[Any]:
             else:
                 cluster.adapt(minimum_jobs=settings.minimum_jobs, maximum_jobs=settings.maximum_jobs)
             yield cluster
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, exit: stop now, cancel the jobs
+                interrupted.set()
+            raise
         finally:
             try:
                 cluster.close()
