@@ -29,6 +29,7 @@ PURE_MODULES = (
     "filtershift.analysis.groups",
     "filtershift.analysis.histograms",
     "filtershift.analysis.layerstats",
+    "filtershift.analysis.nearest",
     "filtershift.analysis.pca",
     "filtershift.analysis.plan",
     "filtershift.analysis.settings",
