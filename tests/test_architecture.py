@@ -24,6 +24,7 @@ MAX_FUNCTION_LINES = 90
 
 # Modules that compute: numpy / dask.array / pandas in, values out (docs/design.md §4).
 PURE_MODULES = (
+    "filtershift.analysis.card",
     "filtershift.analysis.counting",
     "filtershift.analysis.divergence",
     "filtershift.analysis.groups",

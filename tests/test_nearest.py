@@ -18,6 +18,7 @@ from filtershift.analysis.divergence import shift
 from filtershift.analysis.histograms import distributions
 from filtershift.analysis.results import load_results
 from filtershift.cli import main
+from filtershift.store.files import current_umask
 from filtershift.zoo.build import build_zoo
 from filtershift.zoo.plan import plan_zoo
 
@@ -241,3 +242,64 @@ def test_an_unreadable_checkpoint_is_named(zoo_db, capsys, tmp_path):
     assert main(["nearest", str(zoo_db), "--checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "cannot be queried (failed)" in err
+
+
+# --- filtershift card -------------------------------------------------------------------------------
+
+
+def card_json(capsys, db: Path, *args: str) -> dict:
+    capsys.readouterr()
+    assert main(["card", str(db), *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_card_places_layers_among_the_same_decile(zoo_db, capsys):
+    results = load_results(zoo_db, "scaled")
+    stats = results.layer_stats()
+    name = "vgg-medical-w8-s0"
+    model_id = int(results.models().set_index("name").loc[name, "model_id"])
+    card = card_json(capsys, zoo_db, "--model", name)
+    mine = stats[stats["model_id"] == model_id]
+    assert [r["name"] for r in card["layers"]] == mine["name"].tolist()
+    for row, (_, layer) in zip(card["layers"], mine.iterrows()):
+        same = stats[stats["depth_decile"] == layer["depth_decile"]]
+        for stat in ("mean_range", "sparsity", "variance_entropy"):
+            below, equal = (same[stat] < layer[stat]).sum(), (same[stat] == layer[stat]).sum()
+            assert row[f"{stat}_pct"] == pytest.approx(100 * (below + equal / 2) / len(same))
+        assert row["degenerate"] == layer["degenerate"] and row["n_reference"] == len(same)
+        assert row["degenerate_share"] == pytest.approx(same["degenerate"].mean())
+
+
+def test_card_d_to_own_groups_and_neighbours(zoo_db, capsys):
+    name = "resnet-natural-w8-s0"
+    card = card_json(capsys, zoo_db, "--model", name, "--top", "3")
+    groups = {g["column"]: g for g in card["groups"]}
+    assert set(groups) == {"task", "data_type", "dataset", "family"}
+    by_family = {n["name"]: n for n in nearest_json(capsys, zoo_db, "--model", name, "--by", "family")["neighbours"]}
+    assert groups["family"]["own_group"] == "resnet"
+    assert groups["family"]["d_own"] == pytest.approx(by_family["resnet"]["d"], rel=1e-12)
+    assert groups["family"]["own_rank"] == by_family["resnet"]["rank"]
+    nearest = nearest_json(capsys, zoo_db, "--model", name, "--top", "3")["neighbours"]
+    assert card["neighbours"] == nearest
+
+
+def test_card_of_a_checkpoint_matches_the_analysed_model(zoo_db, capsys, tmp_path):
+    results = load_results(zoo_db, "scaled")
+    row = results.models().set_index("name").loc["unet-medical-w8-s0"]
+    by_model = card_json(capsys, zoo_db, "--model", "unet-medical-w8-s0")
+    out = tmp_path / "card" / "unet.html"
+    out.parent.mkdir()
+    by_file = card_json(capsys, zoo_db, "--checkpoint", row["path"], "--html", str(out))
+    assert len(by_file["layers"]) == len(by_model["layers"]) == row["n_layers"]
+    for a, b in zip(by_file["layers"], by_model["layers"]):
+        assert a["name"] == b["name"] and a["depth_decile"] == b["depth_decile"] and a["degenerate"] == b["degenerate"]
+        for stat in ("mean_range", "sparsity", "variance_entropy"):
+            assert a[stat] == pytest.approx(b[stat], rel=1e-6, abs=1e-9)
+    assert all(g["own_group"] is None and g["nearest_group"] for g in by_file["groups"])  # a file has no metadata
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "unet-medical-w8-s0" in page and page.count("<table") == 4
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~current_umask()
+    capsys.readouterr()
+    assert main(["card", str(zoo_db), "--model", "unet-medical-w8-s0"]) == 0
+    text = capsys.readouterr().out
+    assert "percentile among the analysed layers" in text and "D to its own groups" in text and "nearest models" in text
