@@ -73,7 +73,8 @@ def zoo_db(tmp_path_factory) -> Path:
         report = run_extraction(plan_extraction(read_manifest(root / "zoo" / "all.csv"), db), show_progress=False)
     assert report.n_failed == 0
     for extra_args in (["--by", "model,family"], ["--by", "model", "--weighting", "layers", "--name", "layers"],
-                       ["--by", "model", "--scaling", "raw", "--name", "raw"]):
+                       ["--by", "model", "--scaling", "raw", "--name", "raw"],
+                       ["--by", "model", "--where", "depth_decile <= 4", "--name", "early"]):
         assert main(["analyze", str(db), "--threads", "--no-progress", *extra_args]) == 0
     return db
 
@@ -180,6 +181,19 @@ def test_checkpoint_query_gives_the_model_query(zoo_db, capsys):
         assert by_file["clipped"] == 0.0
         assert by_file["query"]["rows_sha256"] == models.loc[name, "rows_sha256"]
         assert by_file["query"]["n_filters"] == models.loc[name, "n_filters"]
+
+
+def test_checkpoint_query_of_a_where_restricted_analysis_reads_the_same_layers(zoo_db, capsys):
+    models = load_results(zoo_db, "early").models().set_index("name")
+    name = "unet-medical-w8-s0"
+    by_model = nearest_json(capsys, zoo_db, "--name", "early", "--model", name, "--top", "100")
+    by_file = nearest_json(capsys, zoo_db, "--name", "early", "--checkpoint", models.loc[name, "path"], "--top", "100")
+    assert by_file["query"]["where"] == by_model["query"]["where"] == "depth_decile <= 4"
+    assert by_file["query"]["n_filters"] == models.loc[name, "n_filters"]  # the analysed layers only
+    got = {n["name"]: n["d"] for n in by_file["neighbours"] if n["name"] != name}
+    expected = {n["name"]: n["d"] for n in by_model["neighbours"]}
+    assert set(got) == set(expected)
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-12, atol=1e-15)
 
 
 def test_coefficients_outside_the_stored_range_are_clipped_and_reported(zoo_db, capsys, tmp_path):

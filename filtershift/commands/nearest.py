@@ -113,7 +113,8 @@ def load_query(args, results, models: pd.DataFrame, units) -> LoadedQuery:
         row = models.iloc[position]
         checksum = str(row[CHECKSUM_COLUMN]) if CHECKSUM_COLUMN in models.columns and pd.notna(row[CHECKSUM_COLUMN]) else ""
         info = {"model": str(row["name"]), "model_id": int(row["model_id"]), "checkpoint": None,
-                "n_layers": int(row.get("n_layers", 0)), "n_filters": int(row.get("n_filters", 0)), CHECKSUM_COLUMN: checksum or None}
+                "n_layers": int(row.get("n_layers", 0)), "n_filters": int(row.get("n_filters", 0)), CHECKSUM_COLUMN: checksum or None,
+                "where": results.parameters.get("where")}
         return LoadedQuery(units.of_model(position), info, checksum, 0.0, position=position)
     return read_checkpoint_query(args.checkpoint, args.format, args.arch or _arch_of(models, args.checkpoint), results)
 
@@ -148,6 +149,7 @@ def read_checkpoint_query(path: Path, fmt: str | None, arch: str, results) -> Lo
                                "Check --format and --arch, or give a checkpoint with 3x3 convolutions.")
         kernels = np.array(load_staged_kernels(staged.folder))
         layers = read_staged_layers(staged.folder)
+    kernels, layers, where_applied = analysed_part(kernels, layers, results.parameters.get("where"), path)
     binned = query_counts(kernels, layers["n_filters"].to_numpy(), results.pca, results.bins.edges)
     units = layer_units(binned.counts, np.zeros(len(layers), dtype=np.int64), layers["depth_decile"].to_numpy())
     if results.weighting != "layers":  # pool each decile's layers, as model_histograms.npz does
@@ -157,8 +159,27 @@ def read_checkpoint_query(path: Path, fmt: str | None, arch: str, results) -> Lo
         np.add.at(decile_counts[0], units.decile, binned.counts)
         units = model_decile_units(decile_counts)
     info = {"model": None, "model_id": None, "checkpoint": str(path), "format": fmt, "arch": arch or None,
-            "n_layers": int(staged.n_layers), "n_filters": int(staged.n_filters), CHECKSUM_COLUMN: staged.rows_sha256}
+            "n_layers": len(layers), "n_filters": len(kernels), CHECKSUM_COLUMN: staged.rows_sha256, "where": where_applied}
     return LoadedQuery(units, info, staged.rows_sha256, binned.clipped, kernels=kernels, layers=layers)
+
+
+def analysed_part(kernels: np.ndarray, layers: pd.DataFrame, where: str | None, path: Path) -> tuple[np.ndarray, pd.DataFrame, str | None]:
+    """The layers of a checkpoint an analysis restricted by ``--where`` would have analysed, when the
+    expression needs only layer columns (else every layer); and the expression applied, or None."""
+    from filtershift.analysis.nearest import NearestError
+    from filtershift.analysis.plan import PlanError, select
+
+    if not where:
+        return kernels, layers, None
+    try:
+        keep = select(layers, where, "--where")
+    except PlanError:  # it names model columns: a checkpoint has no such metadata
+        return kernels, layers, None
+    if not keep.any():
+        raise NearestError(f"--checkpoint {path}: none of its layers matches the analysis's --where {where!r}; "
+                           "query an analysis without --where, or one whose --where the checkpoint meets.")
+    rows = np.repeat(keep, layers["n_filters"].to_numpy(np.int64))
+    return kernels[rows], layers[keep].reset_index(drop=True), where
 
 
 # --------------------------------------------------------------------------------------------
