@@ -24,11 +24,13 @@ MAX_FUNCTION_LINES = 90
 
 # Modules that compute: numpy / dask.array / pandas in, values out (docs/design.md §4).
 PURE_MODULES = (
+    "filtershift.analysis.card",
     "filtershift.analysis.counting",
     "filtershift.analysis.divergence",
     "filtershift.analysis.groups",
     "filtershift.analysis.histograms",
     "filtershift.analysis.layerstats",
+    "filtershift.analysis.nearest",
     "filtershift.analysis.pca",
     "filtershift.analysis.plan",
     "filtershift.analysis.settings",

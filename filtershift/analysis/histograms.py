@@ -59,6 +59,15 @@ def distributions(mass: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return density / density.sum(axis=-1, keepdims=True)
 
 
+def sum_rows(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """``out[i] = Σ values[r]`` over the rows r with ``index[r] == i`` (float64, shape (n, ...)):
+    ``np.add.at`` in the same order (so bit-identical), by one ``np.bincount``, many times faster."""
+    values = np.asarray(values, dtype=np.float64)
+    width = int(np.prod(values.shape[1:], dtype=np.int64))
+    flat = (np.asarray(index, dtype=np.int64)[:, None] * width + np.arange(width)).ravel()
+    return np.bincount(flat, weights=values.ravel(), minlength=n * width).reshape((n,) + values.shape[1:])
+
+
 def unit_index(group_codes: np.ndarray, model_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (group, model) units of a grouping: ``unit_of_layer``, ``unit_group``, ``unit_model``."""
     pairs = np.stack([group_codes, model_codes], axis=1)
@@ -74,14 +83,12 @@ def unit_masses(layer_counts: np.ndarray, unit_of_layer: np.ndarray, n_units: in
     - ``models``: the unit's normalised histogram (the model's filters inside the group); normaliser 1.
     A group's mass is ``Σ value / Σ normaliser`` over its units (``models``: divided by the unit count).
     """
-    shape = (n_units,) + layer_counts.shape[1:]
-    value = np.zeros(shape, dtype=np.float64)
     if weighting == "layers":
         n = layer_counts.sum(axis=-1, keepdims=True).astype(np.float64)
-        np.add.at(value, unit_of_layer, layer_counts / np.where(n > 0, n, 1.0))
+        value = sum_rows(layer_counts / np.where(n > 0, n, 1.0), unit_of_layer, n_units)
         norm = np.bincount(unit_of_layer, minlength=n_units).astype(np.float64)
         return value, norm
-    np.add.at(value, unit_of_layer, layer_counts.astype(np.float64))
+    value = sum_rows(layer_counts, unit_of_layer, n_units)
     if weighting == "models":
         n = value.sum(axis=-1, keepdims=True)
         value = value / np.where(n > 0, n, 1.0)
@@ -93,9 +100,7 @@ def group_mass(value: np.ndarray, norm: np.ndarray, unit_group: np.ndarray, n_gr
     bootstrap; default once). Filters weighting gives pooled counts; the others a mean of normalised
     histograms (sum 1 per component)."""
     w = np.ones(len(unit_group)) if multiplicity is None else np.asarray(multiplicity, dtype=np.float64)
-    shape = (n_groups,) + value.shape[1:]
-    mass = np.zeros(shape, dtype=np.float64)
-    np.add.at(mass, unit_group, value * w.reshape((-1,) + (1,) * (value.ndim - 1)))
+    mass = sum_rows(value * w.reshape((-1,) + (1,) * (value.ndim - 1)), unit_group, n_groups)
     if weighting == "filters":
         return mass
     denom = np.bincount(unit_group, weights=w * norm, minlength=n_groups)
