@@ -236,7 +236,7 @@ def test_json_schema_top_and_where(zoo_db, capsys):
     (["--model", "no-such-model"], "'no-such-model' is not one of the analysed models"),
     (["--model", "vgg-natural"], "Similar names: vgg-natural-w8-s0"),
     (["--model", "vgg-natural-w8-s0", "--by", "depth_decile"], "--by depth_decile: not a column of the analysed models"),
-    (["--model", "vgg-natural-w8-s0", "--where", "colour == 1"], "--where 'colour == 1' could not be evaluated"),
+    (["--model", "vgg-natural-w8-s0", "--where", "colour == 1"], "--where \"colour == 1\": no column 'colour'"),
     (["--model", "vgg-natural-w8-s0", "--where", "family == 'none'"], "leaves no model to compare with"),
     (["--model", "vgg-natural-w8-s0", "--name", "missing"], "holds no complete analysis"),
     (["--checkpoint", "missing.pt"], "missing.pt: no such file"),
