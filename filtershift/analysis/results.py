@@ -180,6 +180,11 @@ class Results:
         return self.provenance.get("database", {}).get("fingerprint")
 
     @property
+    def analysed(self) -> dict[str, int]:
+        """What was read: n_filters, n_layers, n_models, n_fit, n_chunks_read, n_fit_chunks_read."""
+        return dict(self.provenance.get("analysed", {}))
+
+    @property
     def created(self) -> str:
         """When the results were written (UTC, ISO 8601)."""
         return str(self.provenance.get("created", ""))

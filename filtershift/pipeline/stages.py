@@ -234,19 +234,17 @@ def run_extract(job: JobSpec, show_progress: bool) -> dict[str, Any]:
 
 
 def run_analyze(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
-    from filtershift.analysis.plan import PlanError, make_plan
-    from filtershift.analysis.compute import analyze
-    from filtershift.store import open_database
+    from filtershift import api
+    from filtershift.analysis.plan import PlanError
 
-    db = open_database(job.db)
-    try:
-        plan = make_plan(db.models, db.layers, db.chunk_rows, analysis)
-    except PlanError as exc:
-        raise StageError(f"analysis {analysis.name!r} in {job.source}: {exc}") from None
     parameters = {"job": str(job.source), "job_analysis": analysis.as_dict()}
-    analyze(db, plan, analysis.name, parameters=parameters)
-    return {"filters": plan.n_analysed, "layers": plan.n_layers, "models": plan.n_models,
-            "chunks_read": len(plan.blocks), "bytes_read": plan.n_analysed * 9 * 4}
+    try:  # on the run's client, like `filtershift analyze`
+        results = api.analyze(job.db, settings=analysis, parameters=parameters, progress=True)
+    except PlanError as exc:  # raised before any filter is read
+        raise StageError(f"analysis {analysis.name!r} in {job.source}: {exc}") from None
+    read = results.analysed
+    return {"filters": read["n_filters"], "layers": read["n_layers"], "models": read["n_models"],
+            "chunks_read": read["n_chunks_read"], "bytes_read": read["n_filters"] * 9 * 4}
 
 
 def run_figures(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
