@@ -23,6 +23,7 @@ from filtershift.runtime.failpoints import failpoint
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import Entry
 from filtershift.readers import read_convolutions
+from filtershift.store import rows_checksum
 
 STAGING_DIR = ".staging"
 
@@ -89,7 +90,7 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
         n_layers=len(model.layers),
         n_filters=int(kernels.shape[0]),
         kernel_counts=model.kernel_counts,
-        rows_sha256=hashlib.sha256(np.ascontiguousarray(kernels, dtype=np.float32).tobytes()).hexdigest(),
+        rows_sha256=rows_checksum(kernels),
         folder=str(folder),
     )
     failpoint("stage:before-write")
