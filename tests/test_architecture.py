@@ -261,7 +261,6 @@ def test_pure_modules_import_no_storage_framework_or_edge():
     assert not offences, "pure modules that reach outside the core:\n  " + "\n  ".join(offences)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 step 4 open: extraction/extract.py and bench/streaming.py still open zarr themselves")
 def test_zarr_is_imported_only_by_the_store():
     offenders = sorted(
         name for name in modules()

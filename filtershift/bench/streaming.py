@@ -143,16 +143,11 @@ def _block_and_merge(name: str, inputs: Inputs) -> tuple[Callable, object, Calla
 
 def numpy_loop_pass(name: str, db, inputs: Inputs) -> object:
     """One process, no dask: read each Zarr chunk, run the block arithmetic, merge into a total."""
-    import zarr
-
     block_fn, ctx, merge, blocks = _block_and_merge(name, inputs)
-    group = zarr.open_group(str(db.path / "filters.zarr"), mode="r")
-    f_arr, l_arr = group["filters"], group["layer"]
-    rows = db.chunk_rows
+    chunks = db.chunks()
     total = None
     for b in blocks:
-        lo, hi = b * rows, min((b + 1) * rows, db.n_rows)
-        part = block_fn(f_arr[lo:hi], l_arr[lo:hi], ctx)[0]
+        part = block_fn(*chunks.read(b), ctx)[0]
         total = part if total is None else merge(total, part)
     return total
 
@@ -171,10 +166,7 @@ def numpy_memory_pass(name: str, filters: np.ndarray, lids: np.ndarray, chunk_ro
 
 
 def load_in_memory(db) -> tuple[np.ndarray, np.ndarray]:
-    import zarr
-
-    group = zarr.open_group(str(db.path / "filters.zarr"), mode="r")
-    return group["filters"][: db.n_rows], group["layer"][: db.n_rows]
+    return db.read_rows()
 
 
 def memory_fits(n_rows: int, what: str) -> tuple[bool, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,13 @@ import numpy as np
 import pandas as pd
 
 from filtershift.cnnfilterdb.mapping import (
-    ColumnMap, FormatError, ImportTables, layer_of_rows, meta_from_csv_text, plan_export, plan_import,
+    ColumnMap, FormatError, ImportTables, meta_from_csv_text, plan_export, plan_import,
 )
 from filtershift.store import (
     DEFAULT_CHUNK_ROWS, FILTERS_STORE, LAYERS_TABLE, MODELS_TABLE, DatabaseError, aligned_chunks, append_rows,
-    ensure_store, open_database, write_table,
+    ensure_store, layer_of_rows, open_database, resize_rows, write_table,
 )
+from filtershift.store.files import atomic_write, atomic_write_text
 
 PROGRESS_FILE = "import-cnnfilterdb.json"
 MAP_ATTRIBUTE = "filtershift"  # root attribute of an exported file: the ColumnMap as JSON
@@ -188,6 +188,7 @@ def import_file(path: str | os.PathLike, db: str | os.PathLike, chunk_rows: int 
     _write_json(marker, {"fingerprint": fingerprint, "rows_done": done, "complete": False})
     reader = HDF5Rows(str(source.path.resolve()), source.dataset, source.n_rows)
     starts = tables.layers["start"].to_numpy(np.int64)
+    stops = tables.layers["stop"].to_numpy(np.int64)
     ids = tables.layers["layer_id"].to_numpy(np.int32)
     # One task per store chunk; each opens the file itself (h5py handles are neither thread-safe nor picklable).
     source_rows = da.from_array(reader, chunks=(chunk_rows, 9), lock=False, asarray=True, name=f"read-cnnfilterdb-{source.n_rows}")
@@ -197,15 +198,13 @@ def import_file(path: str | os.PathLike, db: str | os.PathLike, chunk_rows: int 
         rows = aligned_chunks(done, stop - done, chunk_rows)
         filters = source_rows[done:stop]
         index = da.arange(done, stop, chunks=rows, dtype=np.int64)
-        layer = index.map_blocks(layer_of_rows, starts, ids, dtype=np.int32)
+        layer = index.map_blocks(layer_of_rows, starts, stops, ids, dtype=np.int32)
         dask.compute(append_rows(group, done, filters, layer, compute=False), **compute_kwargs)
         done = stop
         _write_json(marker, {"fingerprint": fingerprint, "rows_done": done, "complete": False})
         if progress is not None:
             progress(done, source.n_rows)
-    if group["filters"].shape[0] != source.n_rows:  # an empty file, or a resume after the last batch
-        group["filters"].resize((source.n_rows, 9))
-        group["layer"].resize((source.n_rows,))
+    resize_rows(group, source.n_rows)  # an empty file, or a resume after the last batch
     write_table(tables.layers, db / LAYERS_TABLE)
     write_table(tables.models, db / MODELS_TABLE)
     _write_json(marker, {"fingerprint": fingerprint, "rows_done": done, "complete": True})
@@ -216,46 +215,41 @@ def export_file(db: str | os.PathLike, path: str | os.PathLike, float64: bool = 
                 progress=None, **compute_kwargs) -> Path:
     """Write the database ``db`` as a CNN-Filter-DB file: ``/filters`` ``(N, 3, 3)`` float32 (or
     float64) and ``/meta`` via ``DataFrame.to_hdf``. Written to a temporary file renamed at the end."""
-    import h5py
-
     database = open_database(db)
     meta, cmap, empty = plan_export(database.models, database.layers)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        filters = database.filters()
-        n = database.n_rows
-        with h5py.File(tmp, "w") as f:
-            out = f.create_dataset("filters", shape=(n, 3, 3), dtype=np.float64 if float64 else np.float32)
-            step = database.chunk_rows * max(1, batch_chunks)
-            for a in range(0, n, step):
-                b = min(n, a + step)
-                block = filters[a:b].compute(**compute_kwargs)
-                out[a:b] = block.reshape(-1, 3, 3)
-                if progress is not None:
-                    progress(b, n)
-            f.attrs[MAP_ATTRIBUTE] = cmap.to_json()
-        with warnings.catch_warnings():
-            # to_hdf pickles text columns (object dtype), exactly as the reference's own files do.
-            warnings.filterwarnings("ignore", message=r"\s*your performance may suffer as PyTables will pickle")
-            meta.to_hdf(tmp, key="meta", mode="a")
-            if len(empty):
-                empty = empty.copy()
-                for c in empty.columns:
-                    if pd.api.types.is_string_dtype(empty[c].dtype):
-                        empty[c] = empty[c].astype(object)
-                empty.to_hdf(tmp, key=EMPTY_MODELS_KEY, mode="a")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: _write_export(tmp, database, meta, cmap, empty, float64, batch_chunks, progress, compute_kwargs), suffix=".tmp")
     return path
 
 
 def _write_json(target: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps(obj))
+
+
+def _write_export(tmp: str, database, meta: pd.DataFrame, cmap: ColumnMap, empty: pd.DataFrame, float64: bool,
+                  batch_chunks: int, progress, compute_kwargs: dict) -> None:
+    """Fill the export file ``tmp``: ``/filters`` batch by batch, the column map, ``/meta``."""
+    import h5py
+
+    filters = database.filters()
+    n = database.n_rows
+    with h5py.File(tmp, "w") as f:
+        out = f.create_dataset("filters", shape=(n, 3, 3), dtype=np.float64 if float64 else np.float32)
+        step = database.chunk_rows * max(1, batch_chunks)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            block = filters[a:b].compute(**compute_kwargs)
+            out[a:b] = block.reshape(-1, 3, 3)
+            if progress is not None:
+                progress(b, n)
+        f.attrs[MAP_ATTRIBUTE] = cmap.to_json()
+    with warnings.catch_warnings():
+        # to_hdf pickles text columns (object dtype), exactly as the reference's own files do.
+        warnings.filterwarnings("ignore", message=r"\s*your performance may suffer as PyTables will pickle")
+        meta.to_hdf(tmp, key="meta", mode="a")
+        if len(empty):
+            empty = empty.copy()
+            for c in empty.columns:
+                if pd.api.types.is_string_dtype(empty[c].dtype):
+                    empty[c] = empty[c].astype(object)
+            empty.to_hdf(tmp, key=EMPTY_MODELS_KEY, mode="a")

@@ -420,14 +420,8 @@ def _plain(values: pd.Series) -> np.ndarray:
     return values.to_numpy()
 
 
-def layer_of_rows(rows: np.ndarray, starts: np.ndarray, layer_ids: np.ndarray) -> np.ndarray:
-    """The ``layer_id`` of each row, given layers sorted by ``start`` that tile the rows."""
-    pos = np.searchsorted(starts, rows, side="right") - 1
-    return layer_ids[pos].astype(np.int32)
-
-
 __all__ = [
     "ColumnMap", "FormatError", "ImportTables", "plan_import", "plan_export", "flatten_meta", "parse_filter_ids",
-    "check_ranges", "normalize_task", "meta_from_csv_text", "layer_of_rows", "INDEX_LEVELS", "FILTER_IDS",
+    "check_ranges", "normalize_task", "meta_from_csv_text", "INDEX_LEVELS", "FILTER_IDS",
     "FS_PREFIX", "REF_PREFIX", "LAYER_INDEX", "FORMAT",
 ]

@@ -17,7 +17,6 @@ from pathlib import Path
 import dask
 import numpy as np
 import pandas as pd
-import zarr
 
 from filtershift import store
 from filtershift.extraction.chunkplan import ChunkWrite, plan_chunk_writes
@@ -195,10 +194,7 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
 
 def _write_rows(group, db: Path, start: int, sources: list, layer_runs: dict, show_progress: bool) -> None:
     """Copy staged rows into the store after row ``start``: one task per store chunk."""
-    stop = start + sum(n for _, n in sources)
-    if group["filters"].shape[0] != stop:
-        group["filters"].resize((stop, 9))
-        group["layer"].resize((stop,))
+    store.resize_rows(group, start + sum(n for _, n in sources))
     writes = plan_chunk_writes(sources, start, int(group["filters"].chunks[0]))
     store_path = str(db / store.FILTERS_STORE)
     tasks = [
@@ -218,11 +214,9 @@ def write_chunk(store_path: str, write: ChunkWrite, layer_runs: dict) -> int:
         lo, hi = piece.dst_start - write.start, piece.dst_start - write.start + piece.src_stop - piece.src_start
         filters[lo:hi] = load_staged_kernels(piece.source, mmap=True)[piece.src_start:piece.src_stop]
         ids, sizes = layer_runs[piece.source]
-        layer[lo:hi] = np.repeat(ids, sizes)[piece.src_start:piece.src_stop]
-    group = zarr.open_group(store_path, mode="r+")
-    group["filters"][write.start:write.stop] = filters
-    failpoint("consolidate:chunk-written")
-    group["layer"][write.start:write.stop] = layer
+        stops = np.cumsum(sizes)
+        layer[lo:hi] = store.layer_of_rows(np.arange(piece.src_start, piece.src_stop), stops - sizes, stops, ids)
+    store.write_rows(store_path, write.start, filters, layer, between=lambda: failpoint("consolidate:chunk-written"))
     return n
 
 

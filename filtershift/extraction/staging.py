@@ -1,18 +1,15 @@
 """One checkpoint -> one staging folder (the per-checkpoint dask task of ``extract``).
 
 ``DB/.staging/<sha256>/`` holds ``kernels.npy`` (n, 9) float32, ``layers.json`` (per-layer
-metadata, no ids yet) and ``summary.json``; it appears atomically (written under a temporary
-name, then renamed), so a killed task leaves nothing that looks finished. Consolidation later
-copies staged rows into the database; no task ever writes the database itself.
+metadata, no ids yet) and ``summary.json``; it appears atomically (filled under a temporary name,
+then renamed: :func:`filtershift.store.files.atomic_folder`), so a killed task leaves nothing that
+looks finished. Consolidation later copies staged rows into the database; no task ever writes the database itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +20,8 @@ from filtershift.runtime.failpoints import failpoint
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import Entry
 from filtershift.readers import read_convolutions
+from filtershift.store import rows_checksum
+from filtershift.store.files import atomic_folder
 
 STAGING_DIR = ".staging"
 
@@ -89,7 +88,7 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
         n_layers=len(model.layers),
         n_filters=int(kernels.shape[0]),
         kernel_counts=model.kernel_counts,
-        rows_sha256=hashlib.sha256(np.ascontiguousarray(kernels, dtype=np.float32).tobytes()).hexdigest(),
+        rows_sha256=rows_checksum(kernels),
         folder=str(folder),
     )
     failpoint("stage:before-write")
@@ -104,21 +103,16 @@ def _layers_record(model) -> dict:
 
 
 def _write_atomically(folder: Path, kernels: np.ndarray, layers: dict, staged: Staged) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    def fill(tmp: Path) -> None:
         np.save(tmp / "kernels.npy", kernels)
         (tmp / "layers.json").write_text(json.dumps(layers))
         (tmp / "summary.json").write_text(staged.to_json())
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "summary.json").is_file():  # not a concurrent twin: a real failure
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    try:
+        atomic_folder(folder, fill)
+    except OSError:
+        if not (folder / "summary.json").is_file():  # not a concurrent twin: a real failure
+            raise
 
 
 def read_staged_layers(folder: str) -> pd.DataFrame:

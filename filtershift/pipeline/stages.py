@@ -206,6 +206,7 @@ def describe_plan(job: JobSpec) -> str:
 
 
 def run_zoo(job: JobSpec) -> dict[str, Any]:
+    from filtershift.store.files import atomic_write_text
     from filtershift.zoo.build import build_zoo
     from filtershift.zoo.plan import plan_zoo
 
@@ -213,7 +214,7 @@ def run_zoo(job: JobSpec) -> dict[str, Any]:
     (zoo.dir / ZOO_STAMP).unlink(missing_ok=True)  # incomplete until rewritten at the end
     specs = plan_zoo(zoo.size, zoo.seed)
     result = build_zoo(zoo.dir, zoo.size, zoo.seed, specs)
-    (zoo.dir / ZOO_STAMP).write_text(json.dumps(zoo_stamp(job)))
+    atomic_write_text(zoo.dir / ZOO_STAMP, json.dumps(zoo_stamp(job)))
     m = result.manifest
     n_kernels = int(m["n_kernels_3x3"].sum()) if "n_kernels_3x3" in m else None
     return {"models": len(specs), "checkpoints": len(m), "kernels_3x3": n_kernels, "bytes": _size(zoo.dir)}
@@ -252,6 +253,7 @@ def run_figures(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
     from filtershift.figures.catalog import build_figures
     from filtershift.figures.save import save_figures
     from filtershift.store import open_database
+    from filtershift.store.files import atomic_write_text
 
     folder = job.figures.out / analysis.name
     (folder / FIGURES_STAMP).unlink(missing_ok=True)
@@ -260,7 +262,7 @@ def run_figures(job: JobSpec, analysis: AnalysisSpec) -> dict[str, Any]:
     written = save_figures(figures, folder, formats=tuple(job.figures.formats))
     files = sorted(str(Path(p).relative_to(folder)) for p in written)
     stamp = dict(_figures_signature(job, analysis), files=files)
-    (folder / FIGURES_STAMP).write_text(json.dumps(stamp, indent=1))
+    atomic_write_text(folder / FIGURES_STAMP, json.dumps(stamp, indent=1))
     return {"figures": len(figures), "files": len(files), "bytes": sum((folder / f).stat().st_size for f in files)}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,10 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from filtershift.errors import FiltershiftError
 from filtershift.schema import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS, MODEL_DTYPES
-from filtershift.store.files import exclusive_lock
+from filtershift.store.arrays import layer_of_rows, read_rows, resize_rows
+from filtershift.store.errors import DatabaseError
+from filtershift.store.files import atomic_write, exclusive_lock
 
 FILTERS_STORE = "filters.zarr"
 MODELS_TABLE = "models.parquet"
@@ -35,9 +35,6 @@ DEFAULT_CHUNK_ROWS = 262_144
 # Model statuses (docs/design.md §3). Only ``ok`` models have rows in the database; a ``removed``
 # model's rows stay in filters.zarr, accounted for by its layers, but leave every analysis.
 OK, FAILED, SKIPPED, REMOVED = "ok", "failed", "skipped", "removed"
-
-class DatabaseError(FiltershiftError, RuntimeError):
-    """A database that is missing, malformed or inconsistent; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +60,11 @@ class Database:
     def chunks(self) -> StoreChunks:
         """The store as chunks each task reads itself (see :class:`StoreChunks`)."""
         return StoreChunks(str(self.path / FILTERS_STORE), self.n_rows, self.chunk_rows)
+
+    def read_rows(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[start, stop)`` (default: all) in memory as (filters, layer_id), without dask."""
+        return read_rows(str(self.path / FILTERS_STORE), start, self.n_rows if stop is None else min(stop, self.n_rows))
+
 
 _OPEN_GROUPS: dict[tuple, zarr.Group] = {}
 
@@ -206,15 +208,7 @@ def writer_lock(path: Path):
 
 def write_table(df: pd.DataFrame, target: Path) -> None:
     """Write a Parquet table atomically (a temporary file renamed over the target)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -265,11 +259,9 @@ def append_rows(group: zarr.Group, start: int, filters: da.Array, layer: da.Arra
     task per store chunk; earlier rows and whole chunks are untouched. With ``compute=False`` the
     store is returned as a delayed value to compute (e.g. with a progress bar)."""
     n = int(filters.shape[0])
-    f_arr, l_arr = group["filters"], group["layer"]
     stop = start + n
-    if f_arr.shape[0] != stop:
-        f_arr.resize((stop, 9))
-        l_arr.resize((stop,))
+    resize_rows(group, stop)
+    f_arr, l_arr = group["filters"], group["layer"]  # opened after the resize: their shapes are current
     rows = aligned_chunks(start, n, int(f_arr.chunks[0]))
     return da.store(
         [filters.astype(np.float32).rechunk((rows, 9)), layer.astype(np.int32).rechunk((rows,))],
@@ -302,18 +294,10 @@ def write_database(
     ids = layers["layer_id"].to_numpy(np.int32)
     n = int(filters.shape[0])
     layer = da.map_blocks(
-        _layer_block, da.arange(n, chunks=filters.chunks[0], dtype=np.int64), starts, stops, ids, dtype=np.int32
+        layer_of_rows, da.arange(n, chunks=filters.chunks[0], dtype=np.int64), starts, stops, ids, dtype=np.int32
     )
     append_rows(group, 0, filters, layer)
     write_table(layers, path / LAYERS_TABLE)
     write_table(models, path / MODELS_TABLE)
     return open_database(path)
 
-
-def _layer_block(rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    order = np.argsort(starts, kind="stable")
-    pos = np.searchsorted(starts[order], rows, side="right") - 1
-    layer = ids[order][pos]
-    if np.any(rows >= stops[order][pos]):
-        raise DatabaseError("layer row ranges leave a gap: every row must belong to one layer")
-    return layer.astype(np.int32)

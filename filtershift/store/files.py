@@ -1,6 +1,6 @@
 """Atomic file writes that follow the process umask: the one way filtershift writes a file.
 
-A file is written under a temporary name in its target folder and renamed over the target, so a
+A file (or, with :func:`atomic_folder`, a whole folder) is written under a temporary name in its target folder and renamed over the target, so a
 reader (or a run killed half way) never sees a partial file. ``tempfile.mkstemp`` creates files
 with mode 0600; here the finished file gets the mode an ordinary ``open(..., "w")`` would give it
 (``0666 & ~umask``), so colleagues sharing a database can read it.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,11 @@ def file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def folder_mode() -> int:
+    """The mode a newly created folder gets under the current umask."""
+    return 0o777 & ~current_umask()
+
+
 def atomic_write(target: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
     """Write ``target`` atomically: ``write(tmp)`` fills a temporary file beside it, then it is
     given the umask's mode and renamed over ``target``. On any failure the temporary is removed
@@ -52,6 +58,23 @@ def atomic_write(target: str | os.PathLike, write: Callable[[str], None], suffix
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_folder(target: str | os.PathLike, fill: Callable[[Path], None]) -> None:
+    """Create the folder ``target`` atomically: ``fill(tmp)`` writes its files into a temporary
+    folder beside it (given the umask's mode, not mkdtemp's 0700), which is then renamed to
+    ``target``. On any failure the temporary folder is removed; the rename fails with ``OSError``
+    when a non-empty ``target`` already exists."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        os.chmod(tmp, folder_mode())
+        fill(tmp)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

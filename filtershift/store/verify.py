@@ -7,7 +7,6 @@ per chunk and per model.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import dask
@@ -16,6 +15,7 @@ import pandas as pd
 import zarr
 
 from filtershift import store
+from filtershift.store.arrays import layer_of_rows, rows_checksum
 
 REQUIRED_MODEL_COLUMNS = ("model_id", "name", "status", "n_layers", "n_filters")
 
@@ -90,14 +90,14 @@ def count_problems(models: pd.DataFrame, committed: pd.DataFrame) -> list[str]:
     ]
 
 
-def _layer_block_mismatches(store_path: str, start: int, stop: int, expected_ids: np.ndarray, sizes: np.ndarray) -> int:
+def _layer_block_mismatches(store_path: str, start: int, stop: int, starts: np.ndarray, stops: np.ndarray, ids: np.ndarray) -> int:
     got = zarr.open_group(store_path, mode="r")["layer"][start:stop]
-    return int(np.count_nonzero(got != np.repeat(expected_ids, sizes)))
+    expected = layer_of_rows(np.arange(start, stop), starts, stops, ids)
+    return int(np.count_nonzero(got != expected))
 
 
 def _model_checksum(store_path: str, start: int, stop: int) -> str:
-    rows = zarr.open_group(store_path, mode="r")["filters"][start:stop]
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float32).tobytes()).hexdigest()
+    return rows_checksum(zarr.open_group(store_path, mode="r")["filters"][start:stop])
 
 
 def verify(path: str | Path) -> list[str]:
@@ -126,8 +126,8 @@ def verify(path: str | Path) -> list[str]:
     for lo in range(0, n_rows, chunk):
         hi = min(lo + chunk, n_rows)
         sel = kept[(kept["stop"] > lo) & (kept["start"] < hi)]
-        sizes = np.minimum(sel["stop"], hi) - np.maximum(sel["start"], lo)
-        layer_tasks.append(dask.delayed(_layer_block_mismatches)(store_path, lo, hi, sel["layer_id"].to_numpy(), sizes.to_numpy(), dask_key_name=f"verify-layer-{lo // chunk}"))
+        layer_ranges = (sel["start"].to_numpy(np.int64), sel["stop"].to_numpy(np.int64), sel["layer_id"].to_numpy())
+        layer_tasks.append(dask.delayed(_layer_block_mismatches)(store_path, lo, hi, *layer_ranges, dask_key_name=f"verify-layer-{lo // chunk}"))
     ok = models[(models["status"] == "ok")]
     checks = []
     if "rows_sha256" in ok.columns:

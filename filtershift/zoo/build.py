@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from filtershift.runtime.malloc import relax_malloc
+from filtershift.store.files import atomic_write, atomic_write_bytes
 from filtershift.zoo.datasets import dataset_name
 from filtershift.zoo.effect import model_effect, shift_from_init
 from filtershift.zoo.models import build, conv_kernel_counts
@@ -41,13 +42,6 @@ class ZooResult:
     seconds: dict[str, float]  # training task -> wall seconds (not written: it is not reproducible)
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _torch_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -62,17 +56,17 @@ def _save(fmt: str, net: Trained, spec: ModelSpec, path: Path, index: int) -> No
     """Write ``net`` to ``path`` in zoo format ``fmt`` (see :data:`EXTENSIONS`)."""
     state = {k: v.detach().contiguous() for k, v in net.module.state_dict().items()}
     if fmt == "torch":
-        _write(path, _torch_bytes(state))
+        atomic_write_bytes(path, _torch_bytes(state))
     elif fmt == "checkpoint":
         key = "state_dict" if index % 2 == 0 else "model_state_dict"
-        _write(path, _torch_bytes({key: state, "optimizer": net.optimizer.state_dict(), "step": spec.steps, "arch": net.arch}))
+        atomic_write_bytes(path, _torch_bytes({key: state, "optimizer": net.optimizer.state_dict(), "step": spec.steps, "arch": net.arch}))
     elif fmt == "safetensors":
-        _write(path, safetensors_bytes(state, metadata={"arch": net.arch}))
+        atomic_write_bytes(path, safetensors_bytes(state, metadata={"arch": net.arch}))
     elif fmt == "torchscript":
         tmp = path.with_name(path.name + ".state.tmp")
-        _write(tmp, _torch_bytes(state))
+        atomic_write_bytes(tmp, _torch_bytes(state))
         try:
-            save_torchscript(net.arch, tmp, path)
+            atomic_write(path, lambda out: save_torchscript(net.arch, tmp, Path(out)))
         finally:
             tmp.unlink(missing_ok=True)
     elif fmt == "onnx":
@@ -83,7 +77,7 @@ def _save(fmt: str, net: Trained, spec: ModelSpec, path: Path, index: int) -> No
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(net.module, (example_input(spec, net.role),), buffer, dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["output"])
-        _write(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
     else:
         raise ValueError(f"unknown zoo format {fmt!r}")
 
@@ -143,11 +137,11 @@ def build_model(spec: ModelSpec, directory: str) -> tuple[list[dict], list[dict]
             half_state = _half(net.module.state_dict())
             data = _torch_bytes(half_state) if fmt == "torch" else safetensors_bytes(
                 {k: v.contiguous() for k, v in half_state.items()}, metadata={"arch": net.arch})
-            _write(root / half_rel, data)
+            atomic_write_bytes(root / half_rel, data)
             rows.append(_row(spec, half, f"{name}-fp16", half_rel, fmt, trained=True, precision="float16", counts=counts, loss=final_loss))
         if spec.control:
             init_rel = Path(spec.family) / f"{name}-init.pt"
-            _write(root / init_rel, _torch_bytes(net.initial_state))
+            atomic_write_bytes(root / init_rel, _torch_bytes(net.initial_state))
             rows.append(_row(spec, net, f"{name}-init", init_rel, "torch", trained=False, precision="float32", counts=counts, loss=None))
         trained_k = kernel_layers(net.module.state_dict(), net.module)
         initial_k = kernel_layers(net.initial_state, net.module)
@@ -178,8 +172,8 @@ def build_zoo(directory: str | os.PathLike, size: str = "small", seed: int = 0, 
     if manifest["name"].duplicated().any():
         raise RuntimeError(f"duplicate model names in the zoo plan: {sorted(manifest['name'][manifest['name'].duplicated()])}")
     effects_df = pd.DataFrame(effects).sort_values("name", kind="stable").reset_index(drop=True)
-    manifest.to_csv(root / "manifest.csv", index=False, float_format="%.6g")
-    effects_df.to_csv(root / "training_effect.csv", index=False, float_format="%.6g")
+    atomic_write(root / "manifest.csv", lambda tmp: manifest.to_csv(tmp, index=False, float_format="%.6g"))
+    atomic_write(root / "training_effect.csv", lambda tmp: effects_df.to_csv(tmp, index=False, float_format="%.6g"))
     return ZooResult(manifest, effects_df, {spec.name: r[2] for spec, r in zip(specs, results)})
 
 
