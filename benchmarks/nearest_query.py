@@ -24,11 +24,11 @@ import pandas as pd
 
 def synthetic_models(n_models: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Models and layers tables of ``n_models`` synthetic models (rows re-tiled from 0)."""
-    from filtershift.bench.synthetic import synthetic_tables
+    from filtershift.bench.synthetic import realistic_tables
 
     model_parts, layer_parts, n = [], [], 0
     for seed in range(8):
-        models, layers = synthetic_tables(5_900_000, seed)  # the largest N whose models stay small
+        models, layers = realistic_tables(5_900_000, seed)  # the largest N whose models stay small
         models = models.assign(model_id=models["model_id"] + n)
         layers = layers.assign(model_id=layers["model_id"] + n)
         model_parts.append(models)
@@ -48,22 +48,18 @@ def synthetic_models(n_models: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def ensure_database(data: Path, n_models: int) -> Path:
     import dask
-    import dask.array as da
 
-    from filtershift.bench.synthetic import filter_block
-    from filtershift.store import DEFAULT_CHUNK_ROWS, MODELS_TABLE, write_database
+    from filtershift.bench.synthetic import conv_like, write_synthetic
+    from filtershift.store import MODELS_TABLE
 
     path = data / f"nearest-{n_models}-models"
     if (path / MODELS_TABLE).exists():
         return path
     models, layers = synthetic_models(n_models)
     n_rows = int(layers["stop"].iloc[-1])
-    rows = da.arange(n_rows, chunks=DEFAULT_CHUNK_ROWS, dtype=np.int64)
-    filters = da.map_blocks(filter_block, rows, layers["start"].to_numpy(np.int64), layers["depth"].to_numpy(np.float64), 0,
-                            new_axis=1, chunks=(rows.chunks[0], (9,)), dtype=np.float32)
     t = time.perf_counter()
     with dask.config.set(scheduler="threads"):
-        write_database(path, filters, models, layers)
+        write_synthetic(path, models, layers, conv_like, seed=0)
     print(f"wrote {path}: {len(models):,} models, {len(layers):,} layers, {n_rows:,} filters in {time.perf_counter() - t:.0f} s")
     return path
 

@@ -357,22 +357,11 @@ def no_error_lines(text: str) -> list[str]:
 
 
 def small_database(path: Path) -> Path:
-    import numpy as np
-    import pandas as pd
+    from filtershift.bench.synthetic import gaussian, generate_filters, model_tables, per_layer, write_synthetic
 
-    from filtershift.store import write_database
-
-    rows = 40
-    layers = pd.DataFrame({
-        "layer_id": np.arange(2, dtype=np.int32), "model_id": np.zeros(2, dtype=np.int32), "name": ["c0", "c1"],
-        "conv_index": [0, 1], "n_conv": 2, "depth": [0.0, 1.0], "depth_decile": np.array([0, 9], dtype=np.int8),
-        "in_channels": 1, "out_channels": rows, "groups": 1, "start": [0, rows], "stop": [rows, 2 * rows], "n_filters": rows,
-    })
-    models = pd.DataFrame({"model_id": [0], "name": ["a"], "path": "", "format": "torch", "sha256": "", "task": ["cls"],
-                           "data_type": ["natural"], "dataset": "d", "family": "f", "n_layers": 2, "n_filters": 0,
-                           "status": "ok", "error": ""})
+    models, layers = model_tables([{"name": "a", "task": "cls", "data_type": "natural", "dataset": "d", "family": "f"}], [[40, 40]], layer_name="c{}")
     with dask.config.set(scheduler="sync"):
-        write_database(path, np.random.default_rng(5).normal(size=(2 * rows, 9)).astype(np.float32), models, layers, chunk_rows=32)
+        write_synthetic(path, models, layers, generate_filters(per_layer(gaussian()), layers, seed=5), chunk_rows=32)
     return path
 
 

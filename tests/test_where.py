@@ -5,14 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import dask
-import numpy as np
 import pandas as pd
 import pytest
 
 from filtershift.analysis.plan import PlanError, select
 from filtershift.analysis.where import UnclosedQuote, diagnose, operator_fix, tokens, unknown_names
-from filtershift.store import write_database
+from filtershift.bench.synthetic import gaussian, generate_filters, model_tables, per_layer
 
 COLUMNS = ["layer_id", "model_id", "name", "conv_index", "depth", "depth_decile", "task", "data_type", "model_name"]
 TABLE = pd.DataFrame({
@@ -108,20 +106,9 @@ def test_select_still_selects():
     assert select(TABLE, "task == 'cls' and depth_decile >= 5", "--where").tolist() == [False, True, False]
 
 
-def test_cli_names_the_mistake_and_exits_2(tmp_path):
-    db = tmp_path / "db"
-    rows = 30
-    layers = pd.DataFrame({
-        "layer_id": np.arange(2, dtype=np.int32), "model_id": np.zeros(2, dtype=np.int32), "name": ["c0", "c1"],
-        "conv_index": [0, 1], "n_conv": 2, "depth": [0.0, 1.0], "depth_decile": np.array([0, 9], dtype=np.int8),
-        "in_channels": 1, "out_channels": rows, "groups": 1, "start": [0, rows], "stop": [rows, 2 * rows], "n_filters": rows,
-    })
-    models = pd.DataFrame({"model_id": [0], "name": ["a"], "path": "", "format": "torch", "sha256": "", "task": ["cls"],
-                           "data_type": ["natural"], "dataset": "d", "family": "f", "n_layers": 2, "n_filters": 0,
-                           "status": "ok", "error": ""})
-    filters = np.random.default_rng(3).normal(size=(2 * rows, 9)).astype(np.float32)
-    with dask.config.set(scheduler="sync"):
-        write_database(db, filters, models, layers, chunk_rows=16)
+def test_cli_names_the_mistake_and_exits_2(synthetic_db):
+    models, layers = model_tables([{"name": "a", "task": "cls", "data_type": "natural", "dataset": "d", "family": "f"}], [[30, 30]], layer_name="c{}")
+    db = synthetic_db(models, layers, generate_filters(per_layer(gaussian()), layers, seed=3), chunk_rows=16).path
     run = subprocess.run([sys.executable, "-m", "filtershift", "analyze", str(db), "--threads", "--where", "task = 'cls'"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr
