@@ -175,6 +175,16 @@ class Results:
         return self.parameters.get("job_analysis")
 
     @property
+    def basis(self) -> str | None:
+        """The analysis whose PCA and bins these results reuse (``--basis``), or None."""
+        return (self.provenance.get("basis") or {}).get("name")
+
+    @property
+    def basis_info(self) -> dict[str, Any]:
+        """On a basis: what was read and reused, the clipped share, the 2-D histograms not written."""
+        return dict(self.provenance.get("basis") or {})
+
+    @property
     def database_fingerprint(self) -> str | None:
         """The fingerprint of the database state the results were computed from."""
         return self.provenance.get("database", {}).get("fingerprint")
