@@ -173,3 +173,21 @@ def test_the_command_line_takes_basis_and_a_regrouping_on_a_basis_reads_nothing(
     assert regrouped.groupings_2d == ("all", "task") and "dataset" in regrouped.basis_info["hist2d_not_written"]
     assert regrouped.histograms_2d("dataset") is None
     np.testing.assert_array_equal(regrouped.histograms_2d("task").counts, cli.histograms_2d("task").counts)
+
+
+def test_after_a_model_is_removed_the_basis_gives_its_other_layers_and_no_2d_histograms(synthetic_db):
+    from filtershift.store import remove_models
+
+    models, layers = tables(4)
+    db = synthetic_db(models, layers, generate_filters(conv_like, layers, seed=5), chunk_rows=CHUNK_ROWS)
+    base = filtershift.analyze(db.path, by="task", name="base")
+    remove_models(db.path, ["m0"])
+    after = filtershift.analyze(db.path, by="task", name="after", basis="base")
+    ids, counts = base.layer_histograms()
+    kept = ~np.isin(ids, layers.loc[layers["model_id"] == 0, "layer_id"])
+    np.testing.assert_array_equal(after.layer_histograms()[0], ids[kept])
+    np.testing.assert_array_equal(after.layer_histograms()[1], counts[kept])
+    pd.testing.assert_frame_equal(after.layer_stats(), base.layer_stats()[kept].reset_index(drop=True))
+    assert after.basis_info["n_filters_read"] == 0 and after.analysed["n_chunks_read"] == 0
+    assert after.groupings_2d == () and set(after.basis_info["hist2d_not_written"]) == {"all", "task"}
+    assert "cannot be taken out" in after.basis_info["hist2d_not_written"]["all"]
