@@ -203,7 +203,7 @@ def analyze(
         current client, else the configured scheduler, else threads.
     **options
         Any other field of ``AnalysisSettings``: ``pca``, ``weighting``, ``bootstrap``, ``seed``,
-        ``pairs``, ``bins_2d``, ``max_groups_2d``.
+        ``pairs``, ``bins_2d``, ``max_groups_2d``, ``basis`` (the results whose PCA and bins to reuse).
 
     Returns
     -------
@@ -218,11 +218,14 @@ def analyze(
         When another analysis under the same name is running.
     """
     from filtershift.analysis.compute import analyze as compute_analysis
+    from filtershift.analysis.compute import on_basis
     from filtershift.analysis.plan import make_plan
 
     chosen = _settings(settings, dict(options, by=by, scaling=scaling, where=where, fit_on=fit_on, name=name))
     store = _as_store(db)
     plan = make_plan(store.models, store.layers, store.chunk_rows, chosen)
+    if plan.basis:  # checked before any scheduler starts
+        plan = on_basis(store, plan, chosen.results_name)
     recorded = parameters if parameters is not None else chosen.as_dict()
     with (scheduler_scope or default_scope)():
         return compute_analysis(store, plan, chosen.results_name, parameters=recorded, log=progress)

@@ -122,6 +122,7 @@ class HistogramContext:
     n_groups_2d: tuple[int, ...]
     max_abs: np.ndarray  # per layer position, from READ 2
     layer_mean: np.ndarray  # per layer position (L, 9), from READ 2
+    count_clipped: bool = False  # count the coefficients outside [edges[0], edges[-1]] (bins fixed beforehand)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +143,22 @@ class HistogramResult:
     n_sparse: np.ndarray
     scatter: np.ndarray  # (L, 9, 9)
     hist2d: tuple[np.ndarray, ...]  # per 2-D grouping (G, P, B2, B2)
+    n_clipped: np.ndarray | None = None  # (L,) coefficients put in an edge bin from outside (count_clipped)
+
+
+def empty_range(n_components: int = 9) -> RangeResult:
+    """What READ 2 finds when there is nothing to read."""
+    zero = np.zeros(0)
+    return RangeResult(np.full(n_components, np.inf), np.full(n_components, -np.inf), zero.astype(np.int64),
+                       np.zeros((0, 9)), zero, zero.astype(np.int64))
+
+
+def empty_histograms(ctx: HistogramContext) -> HistogramResult:
+    """What READ 3 finds when there is nothing to read."""
+    b2, n_bins = ctx.edges_2d.shape[1] - 1, len(ctx.edges) - 1
+    hist2d = tuple(np.zeros((g, len(ctx.pairs), b2, b2), dtype=np.int64) for g in ctx.n_groups_2d)
+    zero = np.zeros(0, dtype=np.int64)
+    return HistogramResult(np.zeros((0, 9, n_bins), dtype=np.int64), zero, np.zeros(0), zero, np.zeros((0, 9, 9)), hist2d, zero)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,6 +248,7 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
     range_sum = np.zeros(nl)
     n_sparse = np.zeros(nl, dtype=np.int64)
     scatter = np.zeros((nl, 9, 9))
+    n_clipped = np.zeros(nl, dtype=np.int64)
     max_abs = np.ascontiguousarray(ctx.max_abs[lo : lo + nl])
     layer_mean = np.ascontiguousarray(ctx.layer_mean[lo : lo + nl])
 
@@ -267,11 +285,15 @@ def histogram_block(x: np.ndarray, lid: np.ndarray, ctx: HistogramContext) -> np
         c = project(prepare(raw, ctx.scaling, absmax), ctx.mean, ctx.components)
         count_rows(raw, c, local[s : s + SUB_ROWS], absmax, ctx.edges, max_abs, layer_mean, used, edges_2d,
                    pair_i, pair_j, targets, counts, n, range_sum, n_sparse, scatter, hist2d)
+        if ctx.count_clipped:  # count_rows puts them in the edge bins
+            outside = ((c < ctx.edges[0]) | (c > ctx.edges[-1])).sum(axis=1)
+            n_clipped += np.bincount(local[s : s + SUB_ROWS], weights=outside, minlength=nl).astype(np.int64)
 
     layers = LayerArrays(
         lo,
-        {"counts": counts.astype(np.int32), "n": n, "range_sum": range_sum, "n_sparse": n_sparse, "scatter": symmetrise(scatter)},
-        {"counts": "sum", "n": "sum", "range_sum": "sum", "n_sparse": "sum", "scatter": "sum"},
+        {"counts": counts.astype(np.int32), "n": n, "range_sum": range_sum, "n_sparse": n_sparse, "scatter": symmetrise(scatter),
+         "n_clipped": n_clipped},
+        {"counts": "sum", "n": "sum", "range_sum": "sum", "n_sparse": "sum", "scatter": "sum", "n_clipped": "sum"},
     )
     out = []
     for g, n_groups in enumerate(ctx.n_groups_2d):
@@ -437,5 +459,5 @@ def histogram_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, 
     dense = layers.dense(n_layers)
     return HistogramResult(
         counts=dense["counts"], n=dense["n"], range_sum=dense["range_sum"], n_sparse=dense["n_sparse"],
-        scatter=dense["scatter"], hist2d=hist2d,
+        scatter=dense["scatter"], hist2d=hist2d, n_clipped=dense["n_clipped"],
     )

@@ -77,6 +77,8 @@ class AnalysisPlan:
     bootstrap: int = 0
     max_groups_bootstrap: int = MAX_GROUPS_BOOTSTRAP
     seed: int = 0
+    basis: str | None = None
+    reused: np.ndarray | None = field(default=None, repr=False)  # on a basis: per position, taken from it
 
     @property
     def n_layers(self) -> int:
@@ -107,6 +109,9 @@ class AnalysisPlan:
             f"{self.n_bins} bins, weighting by {self.weighting}"
             + (f", bootstrap B={self.bootstrap}" if self.bootstrap else ""),
         ]
+        if self.reused is not None:
+            lines.append(f"  on the basis {self.basis}: PCA and bins from it, {int(self.reused.sum()):,} layers taken from it, "
+                         f"{int((~self.reused).sum()):,} read")
         for g in self.groupings:
             lines.append(f"  by {g.name}: {g.n_groups} groups" + ("" if g.n_groups <= self.max_groups_2d else " (no 2-D histograms)"))
         return "\n".join(lines)
@@ -239,4 +244,67 @@ def make_plan(models: pd.DataFrame, layers: pd.DataFrame, chunk_rows: int, setti
         max_groups_2d=settings.max_groups_2d,
         bootstrap=settings.bootstrap,
         seed=settings.seed,
+        basis=settings.basis,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Analyses on a frozen basis (``--basis RESULTS``)
+
+
+def _pairs_option(pairs) -> str:
+    consecutive = tuple((i, i + 1) for i in range(8))
+    return "consecutive" if tuple(tuple(int(v) for v in p) for p in pairs) == consecutive else "all"
+
+
+def basis_conflict(plan: AnalysisPlan, name: str, recorded: dict) -> str | None:
+    """Why the basis ``name`` cannot serve ``plan``: the first of ``--scaling``, ``--where``,
+    ``--fit-on``, ``--pairs``, ``--bins-2d`` that differs from what the basis was computed with
+    (``recorded``: its scaling, where, fit_on, pairs as index pairs, n_bins_2d); None when all agree."""
+    wanted = {"scaling": plan.scaling, "where": plan.where, "fit_on": plan.fit_on,
+              "pairs": _pairs_option(plan.pairs), "bins_2d": plan.n_bins_2d}
+    had = {"scaling": recorded.get("scaling"), "where": recorded.get("where"), "fit_on": recorded.get("fit_on"),
+           "pairs": _pairs_option(recorded.get("pairs", ())), "bins_2d": recorded.get("n_bins_2d")}
+    for key, value in wanted.items():
+        if (value or None) != (had[key] or None):
+            flag = "--" + key.replace("_", "-")
+            shown = f"{flag} {had[key]!r}" if had[key] is not None else f"no {flag}"
+            return (f"--basis {name} was computed with {shown}, this analysis asks for "
+                    f"{f'{flag} {value!r}' if value is not None else f'no {flag}'}. A basis fixes the PCA and the bins, "
+                    f"so give the same {flag} as the basis (or analyse without --basis).")
+    return None
+
+
+def reuse_basis(plan: AnalysisPlan, basis_layers: pd.DataFrame, basis_models: pd.DataFrame, chunk_rows: int,
+                pca_method: str, n_fit: int) -> AnalysisPlan:
+    """The plan on its basis: an analysed layer is taken from the basis when the basis holds it
+    unchanged (``basis_layers``: its layer_stats, with layer_id, model_id, n_filters; same model,
+    same size, and the model's ``sha256`` / ``rows_sha256`` in ``basis_models`` unchanged); only
+    the other layers' store chunks are read, and no PCA is fitted (``pca_method`` and ``n_fit``
+    are the basis's)."""
+    table = plan.layers
+    stored = basis_layers.drop_duplicates("layer_id").set_index("layer_id").reindex(table["layer_id"].to_numpy())
+    same = stored["model_id"].to_numpy(np.float64) == table["model_id"].to_numpy(np.float64)
+    same &= stored["n_filters"].to_numpy(np.float64) == table["n_filters"].to_numpy(np.float64)
+    models = basis_models.drop_duplicates("model_id").set_index("model_id")
+    for column in ("sha256", "rows_sha256"):
+        if column in models.columns and column in table.columns:
+            recorded = models[column].reindex(table["model_id"].to_numpy()).astype(str).to_numpy()
+            same &= recorded == table[column].astype(str).to_numpy()
+    new = table[~same]
+    return replace(plan, reused=same, pca_method=pca_method, n_fit=n_fit, fit_blocks=(),
+                   blocks=chunk_blocks(new["start"].to_numpy(), new["stop"].to_numpy(), chunk_rows))
+
+
+def read_plan(plan: AnalysisPlan) -> AnalysisPlan:
+    """The part of a plan on a basis that is read: the layers not taken from the basis, at
+    positions ``0..n-1`` (group codes keep the whole plan's labels)."""
+    positions = np.flatnonzero(~plan.reused)
+    layers = plan.layers.iloc[positions].reset_index(drop=True)
+    lookup = np.full_like(plan.layer_lookup, -1)
+    lookup[layers["layer_id"].to_numpy(np.int64)] = np.arange(len(layers))
+    return replace(
+        plan, layers=layers, layer_lookup=lookup, model_codes=plan.model_codes[positions],
+        groupings=tuple(replace(g, codes=g.codes[positions]) for g in plan.groupings),
+        n_analysed=int((layers["stop"] - layers["start"]).sum()), reused=None,
     )

@@ -59,7 +59,15 @@ Layout of ``DB/results/NAME/`` (``<by>`` is a grouping name as given to ``--by``
     provenance.json          parameters (every CLI argument), database {path, fingerprint, n_rows,
                              chunk_rows, n_models, n_layers}, versions {package: version}, timing
                              {pass name: seconds, total}, passes (the three reads of the filters
-                             and what each computed), groupings [names], created (UTC ISO time).
+                             and what each computed), groupings [names], created (UTC ISO time);
+                             with --basis also basis {name, created, database_fingerprint,
+                             n_layers_read, n_filters_read, n_layers_reused, n_filters_reused,
+                             n_clipped (read coefficients outside the basis's edges, put in the
+                             edge bins), clipped (their share), layer_statistics, hist2d,
+                             hist2d_not_written {grouping: why}} (docs/design.md §2, frozen basis).
+                             A basis needs no extra files: reused layers' counts come from
+                             layer_histograms.npz, their statistics from layer_stats.parquet, the
+                             2-D counts from hist2d_<by>.npz (per group) and counts_<by>.csv.
 
 Every file is written to a temporary name and renamed, and ``provenance.json`` is written last:
 a results folder without it is incomplete. A run that fails in its reads of the filters (bad
@@ -173,6 +181,16 @@ class Results:
     def job_analysis(self) -> dict[str, Any] | None:
         """The job spec's analysis settings these results were made with (``filtershift run``)."""
         return self.parameters.get("job_analysis")
+
+    @property
+    def basis(self) -> str | None:
+        """The analysis whose PCA and bins these results reuse (``--basis``), or None."""
+        return (self.provenance.get("basis") or {}).get("name")
+
+    @property
+    def basis_info(self) -> dict[str, Any]:
+        """On a basis: what was read and reused, the clipped share, the 2-D histograms not written."""
+        return dict(self.provenance.get("basis") or {})
 
     @property
     def database_fingerprint(self) -> str | None:

@@ -44,6 +44,9 @@ class AnalysisSettings:
     pairs: str = _option("consecutive", "component pairs of the 2-D histograms: (i, i+1) or all 36", PAIR_SETS)
     bins_2d: int = _option(N_BINS_2D, "bins per axis of the 2-D histograms", metavar="N", minimum=1)
     max_groups_2d: int = _option(MAX_GROUPS_2D, "2-D histograms only for groupings with at most this many groups", metavar="G")
+    basis: str | None = _option(None, "reuse the PCA and bins of the analysis DB/results/RESULTS (same --scaling, --where, "
+                                "--fit-on, --pairs, --bins-2d): only layers that analysis did not cover are read, the "
+                                "others' histograms and statistics come from it", metavar="RESULTS")
 
     def __post_init__(self) -> None:
         by = self.by.split(",") if isinstance(self.by, str) else self.by
