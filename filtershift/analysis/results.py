@@ -208,8 +208,8 @@ class Results:
         return str(self.provenance.get("created", ""))
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        """The provenance's tables for display: parameters, database, analysed, timing, versions."""
-        keys = ("parameters", "database", "analysed", "timing", "versions")
+        """The provenance's tables for display: parameters, basis (if any), database, analysed, timing, versions."""
+        keys = ("parameters", "basis", "database", "analysed", "timing", "versions")
         return {k: self.provenance[k] for k in keys if self.provenance.get(k)}
 
     def shift(self, by: str) -> pd.DataFrame:

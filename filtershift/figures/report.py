@@ -35,7 +35,7 @@ def _rows(d: dict) -> str:
 
 def parameters_html(results: Results) -> str:
     """Tables of the run: parameters, database, what was analysed, timing, versions."""
-    titles = {"parameters": "Parameters", "database": "Database", "analysed": "Analysed", "timing": "Timing (s)", "versions": "Versions"}
+    titles = {"parameters": "Parameters", "basis": "Basis", "database": "Database", "analysed": "Analysed", "timing": "Timing (s)", "versions": "Versions"}
     return "\n".join(f"<h3>{titles[key]}</h3><table class='params'>{_rows(table)}</table>" for key, table in results.sections().items())
 
 
