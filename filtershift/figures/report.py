@@ -16,6 +16,7 @@ from bokeh.embed import components
 from bokeh.resources import INLINE
 
 from filtershift.analysis.results import Results
+from filtershift.store.files import atomic_write_text
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 1em 2em; color: #222; }
@@ -76,6 +77,5 @@ q-weighted symmetric KL divergence between the groups' PCA-coefficient histogram
 
 def write_report(results: Results, figures, path: Path, title: str | None = None) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(results, figures, title), encoding="utf-8")
+    atomic_write_text(path, render_report(results, figures, title))  # a killed run leaves no half page
     return path

@@ -21,6 +21,7 @@ import holoviews as hv
 
 from filtershift.errors import FiltershiftError
 from filtershift.figures.formats import FORMATS
+from filtershift.store.files import atomic_write
 
 CHROMIUM_OPTIONS = (
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
@@ -34,8 +35,7 @@ class ExportError(FiltershiftError, RuntimeError):
 
 def save_html(obj: hv.core.Dimensioned, path: Path, title: str) -> Path:
     """One self-contained interactive HTML file (BokehJS inlined)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hv.save(obj, str(path), backend="bokeh", resources="inline", title=title)
+    atomic_write(path, lambda tmp: hv.save(obj, tmp, backend="bokeh", resources="inline", title=title), suffix=".html")
     return path
 
 
@@ -80,8 +80,8 @@ def save_png(obj: hv.core.Dimensioned, path: Path, driver: object) -> Path:
     """The figure as PNG, rendered by BokehJS in ``driver`` (see :func:`png_driver`)."""
     from bokeh.io import export_png
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    export_png(hv.render(obj, backend="bokeh"), filename=str(path), webdriver=driver, timeout=30)
+    figure = hv.render(obj, backend="bokeh")
+    atomic_write(path, lambda tmp: export_png(figure, filename=tmp, webdriver=driver, timeout=30), suffix=".png")
     return path
 
 

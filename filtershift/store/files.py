@@ -79,7 +79,7 @@ def atomic_folder(target: str | os.PathLike, fill: Callable[[Path], None]) -> No
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
-    atomic_write(target, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
