@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in command_modules():
         importlib.import_module(f"filtershift.commands.{name}").register(subparsers)
+    for command in subparsers.choices.values():  # one flag for every command, so scripts can pass it to all
+        if "--no-progress" not in command._option_string_actions:
+            command.add_argument("--no-progress", action="store_true", help="accepted by every command; this one draws no progress")
     return parser
 
 

@@ -200,3 +200,13 @@ def test_a_truncated_torchscript_archive_says_so(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="model.torchscript: truncated or corrupt PyTorch checkpoint"):
         read_convolutions(path, "torchscript")
+
+
+def test_every_command_accepts_no_progress():
+    from filtershift.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert len(commands) >= 14
+    lacking = [name for name, sub in commands.items() if "--no-progress" not in sub._option_string_actions]
+    assert lacking == []
