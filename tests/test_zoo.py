@@ -254,3 +254,26 @@ def test_trained_models_differ_from_their_random_init_controls(tiny_zoo, manifes
     oversized = effects[effects["note"].fillna("").str.startswith("over-sized")]
     # the over-sized VGG collapses to low-entropy (few-pattern, partly sparse) layers
     assert len(oversized) == 1 and oversized["median_entropy"].iloc[0] < 0.5 < regular["median_entropy"].min()
+
+
+def test_untrained_controls_are_flagged_and_left_out_of_the_demo_analyses(tiny_zoo, manifest, tmp_path):
+    """A control keeps its trained twin's task, data type and family and differs by ``trained``; the
+    flag reaches the database's models table, and the demo job's ``where`` leaves every control out."""
+    import filtershift
+    from filtershift.pipeline.jobspec import load_job
+
+    by_name = manifest.set_index("name")
+    controls = manifest[~manifest["trained"]]
+    for row in controls.itertuples():
+        twin = by_name.loc[row.name.removesuffix("-init")]
+        assert twin["trained"] and (twin["task"], twin["data_type"], twin["family"]) == (row.task, row.data_type, row.family)
+    with dask.config.set(scheduler="synchronous"):
+        filtershift.extract(tiny_zoo / "manifest.csv", tmp_path / "db")
+    models = filtershift.open(tmp_path / "db").models
+    assert set(models.loc[models["name"].str.endswith("-init"), "trained"]) == {"False"}  # manifest metadata is text
+    assert set(models.loc[~models["name"].str.endswith("-init"), "trained"]) == {"True"}
+    job = load_job(Path(__file__).parent.parent / "jobs" / "demo.yaml")
+    for analysis in job.analyses:
+        kept = models.query(analysis.where)
+        assert not kept["name"].str.endswith("-init").any() and kept["trained"].eq("True").all(), analysis.name
+    assert len(models.query(job.analyses[0].where)) == len(models) - len(controls)
