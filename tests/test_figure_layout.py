@@ -148,3 +148,13 @@ def test_report_and_figures_fit_a_1400_px_window(pages, tmp_path):
     finally:
         driver.quit()
     assert too_wide == {} and says_scaled == [], (too_wide, says_scaled)
+
+
+def test_subset_rows_and_distinct_fits(tmp_path):
+    from filtershift.figures import pca
+
+    db, results = analysed_groups(tmp_path / "db", 3)
+    assert list(catalog.distinct_pcas(results, {"again": results.pca})) == [catalog.subset_label(results)]  # once
+    layout = pca.pc_images_subsets({"all": results.pca, "x" * LONG: results.pca})
+    hv.render(layout, backend="bokeh")
+    assert len(layout) == 18 and list(layout)[9].opts.get().kwargs["ylabel"] == catalog.shorten("x" * LONG, 18)

@@ -118,8 +118,8 @@ def density_figures(results: Results, db=None, pair: tuple[int, int] = (0, 1)) -
         if h is None or tuple(pair) not in h.pairs:
             continue
         out.append(Figure(f"density_{_safe(by)}", f"Joint coefficient density by {by.replace('+', ' × ')}",
-                          f"2-D histogram of c{pair[0] + 1} and c{pair[1] + 1} per group: filters per pixel, one log colour "
-                          "scale for all panels (paper Fig. 5).",
+                          f"2-D histogram of c{pair[0] + 1} and c{pair[1] + 1} per group (its filters in parentheses): filters "
+                          "per pixel, one log colour scale for all panels (paper Fig. 5).",
                           points.histogram_densities(h, pair)))
     if db is not None:
         out.append(phenotype_examples(results, db, pair))

@@ -17,7 +17,7 @@ def pc_titles(pca: PCAResult) -> list[str]:
     """``"PC 1 · 41.2 % (Σ 41.2 %)"`` per component: its explained-variance ratio and the cumulative one."""
     q = pca.explained_variance_ratio
     cum = np.cumsum(q)
-    return [f"PC {i + 1} · {percent(q[i])} (Σ {percent(cum[i])})" for i in range(len(q))]
+    return [f"PC {i + 1} · {percent(q[i])}\n(Σ {percent(cum[i])})" for i in range(len(q))]  # two lines: fits 130 px
 
 
 def pc_images(pca: PCAResult, label: str = "all filters", size: int = (MAX_WIDTH - COLORBAR) // 9 - 4) -> hv.Layout:
@@ -35,7 +35,7 @@ def pc_images(pca: PCAResult, label: str = "all filters", size: int = (MAX_WIDTH
         )
         panels.append(img.opts(
             title=titles[i], width=size + (COLORBAR if i == len(pca.components) - 1 else 0), height=size, cmap=DIVERGING, clim=(-lim, lim), xaxis=None, yaxis=None,
-            colorbar=i == len(pca.components) - 1, tools=["hover"], toolbar=None, fontsize={"title": "7pt"},
+            colorbar=i == len(pca.components) - 1, tools=["hover"], toolbar=None, fontsize={"title": "8pt"},
         ))
     n = len(pca.components)
     return hv.Layout(panels).cols(n).opts(
@@ -50,7 +50,7 @@ def pc_images_subsets(pcas: Mapping[str, PCAResult]) -> hv.Layout:
         for p, t in zip(row, pc_titles(pca)):
             p.opts(title=t.split(" (")[0])  # "PC 1 · 41.2 %": fits the small panel
         # the subset names the row: the first panel's y axis label (shortened; all names in the caption)
-        row[0] = row[0].opts(yaxis="left", yticks=[], ylabel=shorten(label, 18), width=110 + 24)
+        row[0] = row[0].opts(yaxis="left", yticks=[(1.5, "")], ylabel=shorten(label, 18), width=110 + 24)
         panels.extend(row)
     return hv.Layout(panels).cols(9).opts(title="Principal components fitted on each subset")
 

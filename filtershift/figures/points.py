@@ -47,9 +47,11 @@ def histogram_density(h: GroupHistograms2D, group: str, pair: tuple[int, int] = 
     counts[counts == 0] = np.nan  # empty pixels stay transparent on a log scale
     img = hv.Image(counts[::-1], bounds=(ei[0], ej[0], ei[-1], ej[-1]), kdims=_dims(i, j),
                    vdims=[hv.Dimension("count", label=CLABEL)])
-    return img.opts(title=f"{shorten(group, 24)} ({int(np.nansum(counts)):,} filters)", cmap=DENSITY,
-                    cnorm="log", colorbar=colorbar, width=size + (80 if colorbar else 0), height=size, tools=["hover"],
-                    bgcolor="#f4f4f4", **({} if clim is None else {"clim": clim}))
+    # a shared colour bar goes below its panel: beside it, it would narrow the panels of its column
+    bar = {} if clim is None else {"clim": clim, "colorbar_position": "bottom"}
+    return img.opts(title=f"{shorten(group, 20)} ({int(np.nansum(counts)):,})", cmap=DENSITY, fontsize={"title": "9pt"},
+                    cnorm="log", colorbar=colorbar, width=size + (80 if colorbar and clim is None else 0),
+                    height=size + (80 if colorbar and clim is not None else 0), tools=["hover"], bgcolor="#f4f4f4", **bar)
 
 
 def histogram_densities(h: GroupHistograms2D, pair: tuple[int, int] = (0, 1), max_panels: int = 12) -> hv.Layout:
@@ -59,7 +61,7 @@ def histogram_densities(h: GroupHistograms2D, pair: tuple[int, int] = (0, 1), ma
     p = h.pairs.index(tuple(pair))
     counts = np.asarray(h.counts[: len(groups), p], dtype=np.float64)
     clim = (1.0, max(2.0, float(counts.max()) if counts.size else 2.0))
-    panels = [histogram_density(h, g, pair, size=240, clim=clim, colorbar=k == len(groups) - 1) for k, g in enumerate(groups)]
+    panels = [histogram_density(h, g, pair, size=300, clim=clim, colorbar=k == len(groups) - 1) for k, g in enumerate(groups)]
     return hv.Layout(panels).cols(3).opts(
         title=f"Joint distribution of c{pair[0] + 1} and c{pair[1] + 1} by {h.by.replace('_', ' ')} (one colour scale)")
 

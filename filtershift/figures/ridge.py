@@ -40,10 +40,10 @@ def central_range(hist: GroupHistograms, component: int, mass: float = MASS) -> 
 
 
 def tick_labels(hist: GroupHistograms, rows: list[str]) -> dict[str, str]:
-    """``group (n filters)`` per row, the group shortened to fit beside the panel."""
+    """``group (n)`` per row (n: its filters), the group shortened to fit beside the panel."""
     index = {g: i for i, g in enumerate(hist.labels)}
-    text = short_labels([decile_label(g) if hist.by == "depth_decile" else g for g in rows], 26)
-    return {g: f"{t} ({int(hist.n_filters[index[g]]):,} filters)" for g, t in zip(rows, text.values())}
+    text = short_labels([decile_label(g) if hist.by == "depth_decile" else g for g in rows], 22)
+    return {g: f"{t} ({int(hist.n_filters[index[g]]):,})" for g, t in zip(rows, text.values())}
 
 
 def ridge_plot(hist: GroupHistograms, component: int, order: list[str] | None = None, overlap: float = 1.6,
@@ -75,7 +75,7 @@ def ridge_plot(hist: GroupHistograms, component: int, order: list[str] | None = 
     margin = label_px(names.values()) + 30 if labels else 20
     return shapes.opts(
         title=title, yticks=ticks, width=width or PANEL_WIDTH + margin, height=max(MIN_HEIGHT, ROW_PX * len(rows) + 120),
-        ylabel=pretty(hist.by), xlabel=xdim.label, show_grid=False, ylim=(-0.1, len(rows) - 1 + overlap + 0.1),
+        ylabel=f"{pretty(hist.by)} (filters)", xlabel=xdim.label, show_grid=False, ylim=(-0.1, len(rows) - 1 + overlap + 0.1),
         xlim=central_range(hist, component), yaxis="left" if labels else None,
     )
 

@@ -75,14 +75,14 @@ def layer_quality(stats: pd.DataFrame) -> hv.Layout:
     degenerate layers (bars) — the paper's quality statistics of docs/design.md §2 — and the
     degenerate rule written out; a constant statistic is a note saying so, not an empty box."""
     df = _with_decile(stats)
-    sparsity = _box_or_note(df, "sparsity", "sparsity S (share of near-zero filters)", "Layer sparsity by depth", "#a1d99b",
+    sparsity = _box_or_note(df, "sparsity", "sparsity S (share of near-zero filters)", "Sparsity S by depth", "#a1d99b",
                             "no layer has near-zero filters.")
-    entropy = _box_or_note(df, "variance_entropy", "variance entropy H (log10 units)", "Layer variance entropy by depth",
+    entropy = _box_or_note(df, "variance_entropy", "variance entropy H (log10 units)", "Variance entropy H by depth",
                            "#fdae6b", "every layer spreads its variance alike.")
     share = df.groupby(["depth_decile", "decile"], sort=True)["degenerate"].agg(["mean", "size"]).reset_index()
     share["percent"] = 100 * share["mean"]
     degenerate = hv.Bars(share, DECILE, [hv.Dimension("percent", label="degenerate layers", unit="%", range=(0, 100)), "size"]).opts(
-        title="Share of degenerate layers by depth" + ("" if share["percent"].any() else ": none is degenerate"),
+        title="Degenerate layers by depth" + ("" if share["percent"].any() else ": none"),
         color="#de2d26", tools=["hover"])
     rule = note(DEGENERATE_RULE, width=MAX_WIDTH - 3 * (WIDTH // 3 + 20), height=360)  # beside the panels
     return (sparsity + entropy + degenerate + rule).opts(
