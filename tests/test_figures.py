@@ -157,7 +157,8 @@ def test_scale_figures(analysed):
     assert len(counts) == 2
     assert all(hv.Store.lookup_options("bokeh", b, "plot").kwargs["logy"] for b in counts.values())
     quality = scale.layer_quality(r.layer_stats())
-    assert len(quality) == 3
+    assert len(quality) == 4  # sparsity, entropy, the share of degenerate layers and the rule written out
+    assert list(quality)[-1].text.replace("\n", " ").startswith("A layer is degenerate if")
     shares = scale.phenotype_shares(catalog.phenotypes(r), r.layer_stats())
     tab = pd.DataFrame(shares.columns())
     assert np.allclose(tab.groupby("decile")["percent"].sum(), 100)

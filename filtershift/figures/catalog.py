@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import holoviews as hv
+import numpy as np
 import pandas as pd
 
 from filtershift.analysis.results import PCAResult, Results, ResultsError
 from filtershift.figures import pca as pca_figs
 from filtershift.figures import heatmaps, points, ridge, scale
+from filtershift.figures._style import note, percent, shorten
 from filtershift.figures.phenotype import PHENOTYPES, layer_phenotypes
 
 MAX_RIDGE_GROUPS = 24
@@ -42,15 +44,31 @@ def subset_label(results: Results) -> str:
     return results.subset or f"all filters ({results.name})"
 
 
+def distinct_pcas(results: Results, subsets: Mapping[str, PCAResult] | None) -> dict[str, PCAResult]:
+    """This analysis' PCA and the subsets', each fitted PCA once (a subset that is this analysis
+    again, under another label, is left out)."""
+    out = {subset_label(results): results.pca}
+    for label, pca in (subsets or {}).items():
+        if not any(_same_fit(pca, seen) for seen in out.values()):
+            out[label] = pca
+    return out
+
+
+def _same_fit(a: PCAResult, b: PCAResult) -> bool:
+    return a.n_filters == b.n_filters and a.scaling == b.scaling and np.allclose(a.components, b.components)
+
+
 def pca_figures(results: Results, subsets: Mapping[str, PCAResult] | None = None) -> list[Figure]:
-    pcas = {subset_label(results): results.pca, **(subsets or {})}
+    pcas = distinct_pcas(results, subsets)
     out = [Figure("pca_components", "Principal components",
-                  "The 9 principal components of the (scaled) 3x3 filters, each a 3x3 kernel; titles give the share "
-                  "of variance it explains and the cumulative share (paper Fig. 1).", pca_figs.pc_images(results.pca, subset_label(results)))]
+                  f"The 9 principal components of the ({results.pca.scaling}) 3x3 filters, each a 3x3 kernel of unit norm; "
+                  "titles give the share of variance it explains and the cumulative share (paper Fig. 1).",
+                  pca_figs.pc_images(results.pca, subset_label(results)))]
     if len(pcas) > 1:
         out.append(Figure("pca_subsets", "Principal components per fitted subset",
                           "Components of PCAs fitted on subsets of the filters (other analyses of the same database), "
-                          "one row per subset (paper Fig. 8).", pca_figs.pc_images_subsets(pcas)))
+                          "one row per subset (paper Fig. 8); rows from the top: " + "; ".join(pcas) + ".",
+                          pca_figs.pc_images_subsets(pcas)))
     out.append(Figure("explained_variance", "Cumulative explained variance",
                       "Share of the filters' variance explained by the first k components, per fitted subset (paper Fig. 9; "
                       "fit subsets by task or data type with `filtershift analyze --where`).", pca_figs.explained_variance(pcas)))
@@ -64,8 +82,8 @@ def shift_figures(results: Results, shared_scale: bool = False) -> list[Figure]:
     if matrices:
         out.append(Figure("shift_matrices", "Distribution shift between groups",
                           "D = Σ_i q_i [KL(P_i‖Q_i) + KL(Q_i‖P_i)] between the coefficient distributions of every two groups "
-                          "(0: identical). Rows and columns sorted by column mean (depth deciles in depth order); ticks "
-                          "give the number of models (paper Figs. 3, 7).", heatmaps.shift_heatmaps(matrices, counts, shared_scale)))
+                          "(0: identical), in nats. Rows and columns sorted by column mean (depth deciles in depth order); ticks "
+                          "give the number of models; long group names are shortened (in full in the hover) (paper Figs. 3, 7).", heatmaps.shift_heatmaps(matrices, counts, shared_scale)))
     try:
         pairs = results.model_pairs()
     except ResultsError:
@@ -86,8 +104,10 @@ def ridge_figures(results: Results) -> list[Figure]:
             continue
         order = None if by == "depth_decile" else heatmaps.group_order(results.shift(by), by)
         out.append(Figure(f"ridge_{_safe(by)}", f"Coefficient distributions by {by.replace('+', ' × ')}",
-                          "Histogram of each PCA coefficient per group, rows scaled to their peak; groups in the order of the "
-                          "D matrix (paper Figs. 2, 12–17).", ridge.ridge_grid(h, q, order=order)))
+                          f"Histogram of each PCA coefficient ({results.pca.scaling} filters) per group, rows normalised to "
+                          f"their peak; x axis: the central {100 * ridge.MASS:g} % of the coefficients (the histogram bins "
+                          "behind D span all of them); groups in the order of the D matrix (paper Figs. 2, 12–17).",
+                          ridge.ridge_grid(h, q, order=order, scaling=results.pca.scaling)))
     return out
 
 
@@ -98,17 +118,17 @@ def density_figures(results: Results, db=None, pair: tuple[int, int] = (0, 1)) -
         if h is None or tuple(pair) not in h.pairs:
             continue
         out.append(Figure(f"density_{_safe(by)}", f"Joint coefficient density by {by.replace('+', ' × ')}",
-                          f"2-D histogram of c{pair[0] + 1} and c{pair[1] + 1} per group, log colour scale (paper Fig. 5).",
+                          f"2-D histogram of c{pair[0] + 1} and c{pair[1] + 1} per group (its filters in parentheses): filters "
+                          "per pixel, one log colour scale for all panels (paper Fig. 5).",
                           points.histogram_densities(h, pair)))
     if db is not None:
-        ex = phenotype_examples(results, db, pair)
-        if ex is not None:
-            out.append(ex)
+        out.append(phenotype_examples(results, db, pair))
     return out
 
 
-def phenotype_examples(results: Results, db, pair: tuple[int, int] = (0, 1)) -> Figure | None:
-    """For each phenotype the layer that shows it most clearly, datashaded from the store."""
+def phenotype_examples(results: Results, db, pair: tuple[int, int] = (0, 1)) -> Figure:
+    """For each phenotype found the layer that shows it most clearly, datashaded from the store,
+    and a note naming the phenotypes no layer shows."""
     ph = phenotypes(results)
     ph = ph[ph["reliable"]] if ph["reliable"].any() else ph
     models = results.models().set_index("model_id")["name"] if "name" in results.models() else pd.Series(dtype=str)
@@ -122,9 +142,10 @@ def phenotype_examples(results: Results, db, pair: tuple[int, int] = (0, 1)) -> 
         row = sub.sort_values([col, "n_filters"], ascending=[asc, False]).iloc[0]
         frame = points.coefficient_frame(db.filters(), db.layers, results.pca, [int(row["layer_id"])], pair)
         title = f"{kind}: {models.get(row['model_id'], row['model_id'])} / {row.get('name', row['layer_id'])}"
-        panels.append(points.point_density(frame, pair, title=title, size=260))
-    if not panels:
-        return None
+        panels.append(points.point_density(frame, pair, title=shorten(title, 40), size=260))
+    if missing := [k for k in PHENOTYPES if not (ph["phenotype"] == k).any()]:
+        shares = ", ".join(f"{k} {percent(v)}" for k, v in ph["phenotype"].value_counts(normalize=True).items())
+        panels.append(note(f"No layer was labelled {' or '.join(missing)}" + (f" (layers: {shares})." if shares else ".")))
     return Figure("phenotypes", "Layer phenotypes",
                   "One layer per automatic phenotype (sun: Gaussian-like; spikes: a few discrete structures; symbols: "
                   "broad, multi-modal or off-centre), every filter datashaded from the store.",
@@ -144,8 +165,8 @@ def scale_figures(results: Results) -> list[Figure]:
                           "How much data each group pools, log scale (paper Figs. 10–11).", scale.group_counts(results.counts(by), by)))
     stats = results.layer_stats()
     out.append(Figure("layer_quality", "Layer quality by depth",
-                      "Sparsity S, variance entropy H and the share of degenerate layers (H ≥ TH(n) − 0.02, or H < 0.5 with "
-                      "S ≥ 0.14) per depth decile.", scale.layer_quality(stats)))
+                      "Sparsity S, variance entropy H (of the raw weights) and the share of degenerate layers per depth "
+                      "decile; the rule is written below the panels.", scale.layer_quality(stats)))
     out.append(Figure("phenotype_shares", "Layer phenotypes by depth",
                       "Share of layers labelled sun / spikes / symbols by the automatic rule (filtershift.figures.phenotype).",
                       scale.phenotype_shares(phenotypes(results), stats)))

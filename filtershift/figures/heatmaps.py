@@ -8,7 +8,11 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 
-from filtershift.figures._style import PANEL, SEQUENTIAL, WIDTH, decile_label, is_ordered, natural_order, pretty
+from filtershift.figures._style import (
+    MAX_WIDTH, plot_width, PANEL, SEQUENTIAL, WIDTH, decile_label, is_ordered, label_px, natural_order, note, pretty, short_labels,
+)
+
+COLORBAR = 90  # pixels of the colour bar and its ticks
 
 PAIR_ATTRIBUTES = ("family", "task", "data_type", "dataset")
 
@@ -34,39 +38,53 @@ def axis_labels(by: str, labels: list[str], counts: pd.DataFrame | None) -> dict
     return out
 
 
-def shift_heatmap(d: pd.DataFrame, by: str, counts: pd.DataFrame | None = None, clim: tuple[float, float] | None = None, size: int | None = None) -> hv.HeatMap:
+def shift_heatmap(d: pd.DataFrame, by: str, counts: pd.DataFrame | None = None, clim: tuple[float, float] | None = None,
+                  size: int | None = None, max_width: int = MAX_WIDTH) -> hv.Element:
     """The D matrix of grouping ``by`` as a heatmap, rows and columns in :func:`group_order`,
-    ticks ``group (n=models)``; ``clim`` fixes the colour scale (shared across panels)."""
+    ticks ``group (n=models)`` (long names shortened, in full in the hover); ``clim`` fixes the
+    colour scale (shared across panels). Cells of 36 px, the matrix at least 300 px and at most what ``max_width`` leaves; a
+    matrix with one group, or all D = 0, says so instead of drawing a blank square."""
     order = group_order(d, by)
+    if len(order) < 2:
+        return note(f"D by {pretty(by)}: only one group ({order[0] if order else 'none'}), so no shift to show.")
     names = axis_labels(by, order, counts)
-    ordered = [names[g] for g in order]
-    m = d.loc[order, order]
-    long = pd.DataFrame({
-        "a": np.repeat([names[g] for g in order], len(order)),
-        "b": np.tile(ordered, len(order)),
-        "D": m.to_numpy().ravel(),
-    })
+    ticks = short_labels([names[g] for g in order])
+    ordered = [ticks[names[g]] for g in order]
+    m = d.loc[order, order].to_numpy(np.float64)
     n = len(order)
-    side = size or int(min(900, max(PANEL, 28 * n + 160)))
+    long = pd.DataFrame({
+        "a": np.repeat(ordered, n), "b": np.tile(ordered, n), "D": m.ravel(),
+    })
+    full = np.array([names[g] for g in order], dtype=object)  # object, not arrow strings: holoviews reshapes vdims
+    long["column"], long["row"] = pd.Series(np.repeat(full, n), dtype=object), pd.Series(np.tile(full, n), dtype=object)
+    margin = label_px(ordered)  # the row ticks on the left, the rotated column ticks below
+    side = size or int(np.clip(36 * n, PANEL, max_width - margin - COLORBAR))
+    top = float(np.nanmax(m)) if np.isfinite(m).any() else 0.0
+    title = f"D by {pretty(by)}" + (" — every D is 0: the groups' distributions are identical" if top == 0 else "")
     heat = hv.HeatMap(
         long,
         [hv.Dimension("a", label="group (column)"), hv.Dimension("b", label="group (row)")],
-        [hv.Dimension("D", label="distribution shift D (symmetric KL, nats)")],
+        [hv.Dimension("D", label="D (nats)"), hv.Dimension("column", label="column group"), hv.Dimension("row", label="row group")],
     ).redim.values(a=ordered, b=ordered[::-1])
     return heat.opts(
-        title=f"D by {pretty(by)}", cmap=SEQUENTIAL, colorbar=True,
-        clim=clim or (0.0, float(np.nanmax(m.to_numpy())) or 1.0), width=side + 80, height=side,
+        title=title, cmap=SEQUENTIAL, colorbar=top > 0 or clim is not None,
+        clim=clim or (0.0, top or 1.0), width=side + margin + COLORBAR, height=side + int(0.87 * margin) + 40,
         xrotation=60, tools=["hover"], xlabel=pretty(by), ylabel=pretty(by),
     )
 
 
 def shift_heatmaps(matrices: Mapping[str, pd.DataFrame], counts: Mapping[str, pd.DataFrame] | None = None, shared_scale: bool = False) -> hv.Layout:
-    """One heatmap per grouping; with ``shared_scale`` one colour scale (0 to the largest D) for all."""
+    """One heatmap per grouping; with ``shared_scale`` one colour scale (0 to the largest D) for all.
+    Two per row where two fit the window, else one."""
     clim = None
     if shared_scale and matrices:
         clim = (0.0, max(float(np.nanmax(m.to_numpy())) for m in matrices.values()) or 1.0)
-    panels = [shift_heatmap(m, by, (counts or {}).get(by), clim=clim) for by, m in matrices.items()]
-    return hv.Layout(panels).cols(2).opts(shared_axes=False, title="Distribution shift D" + (" (shared colour scale)" if clim else ""))
+    half = [shift_heatmap(m, by, (counts or {}).get(by), clim=clim, max_width=MAX_WIDTH // 2) for by, m in matrices.items()]
+    narrow = all(plot_width(p) <= MAX_WIDTH // 2 for p in half)
+    panels = half if narrow else [shift_heatmap(m, by, (counts or {}).get(by), clim=clim) for by, m in matrices.items()]
+    return hv.Layout(panels).cols(2 if narrow else 1).opts(
+        shared_axes=False, title="Distribution shift D" + (" (shared colour scale)" if clim else ""))
+
 
 
 def pair_categories(pairs: pd.DataFrame, attributes: tuple[str, ...] = PAIR_ATTRIBUTES) -> pd.DataFrame:

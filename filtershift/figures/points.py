@@ -19,9 +19,9 @@ import pandas as pd
 from holoviews.operation.datashader import rasterize
 
 from filtershift.analysis.types import GroupHistograms2D, PCAResult, project
-from filtershift.figures._style import DENSITY
+from filtershift.figures._style import DENSITY, shorten
 
-CLABEL = "filters per pixel (log scale)"
+CLABEL = "filters (log)"  # the colour-bar title: short; the captions say "per pixel"
 
 
 def _pair_edges(edges: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +35,10 @@ def _dims(i: int, j: int) -> list[hv.Dimension]:
             hv.Dimension(f"c{j + 1}", label=f"coefficient c{j + 1} (PC {j + 1})")]
 
 
-def histogram_density(h: GroupHistograms2D, group: str, pair: tuple[int, int] = (0, 1), size: int = 300) -> hv.Image:
-    """The joint counts of coefficients ``pair`` for ``group`` of the 2-D histograms, log colour."""
+def histogram_density(h: GroupHistograms2D, group: str, pair: tuple[int, int] = (0, 1), size: int = 300,
+                      clim: tuple[float, float] | None = None, colorbar: bool = True) -> hv.Image:
+    """The joint counts of coefficients ``pair`` for ``group`` of the 2-D histograms, log colour
+    (``clim`` fixes the colour scale where panels share one colour bar)."""
     g = h.labels.index(group)
     p = h.pairs.index(tuple(pair))
     i, j = pair
@@ -45,14 +47,23 @@ def histogram_density(h: GroupHistograms2D, group: str, pair: tuple[int, int] = 
     counts[counts == 0] = np.nan  # empty pixels stay transparent on a log scale
     img = hv.Image(counts[::-1], bounds=(ei[0], ej[0], ei[-1], ej[-1]), kdims=_dims(i, j),
                    vdims=[hv.Dimension("count", label=CLABEL)])
-    return img.opts(title=f"{group}: c{i + 1} vs c{j + 1} ({int(np.nansum(counts)):,} filters)", cmap=DENSITY,
-                    cnorm="log", colorbar=True, width=size + 70, height=size, tools=["hover"], bgcolor="#f4f4f4")
+    # a shared colour bar goes below its panel: beside it, it would narrow the panels of its column
+    bar = {} if clim is None else {"clim": clim, "colorbar_position": "bottom"}
+    return img.opts(title=f"{shorten(group, 20)} ({int(np.nansum(counts)):,})", cmap=DENSITY, fontsize={"title": "9pt"},
+                    cnorm="log", colorbar=colorbar, width=size + (80 if colorbar and clim is None else 0),
+                    height=size + (80 if colorbar and clim is not None else 0), tools=["hover"], bgcolor="#f4f4f4", **bar)
 
 
 def histogram_densities(h: GroupHistograms2D, pair: tuple[int, int] = (0, 1), max_panels: int = 12) -> hv.Layout:
-    """One :func:`histogram_density` panel per group (the first ``max_panels``)."""
-    panels = [histogram_density(h, g, pair, size=240) for g in h.labels[:max_panels]]
-    return hv.Layout(panels).cols(3).opts(title=f"Joint distribution of c{pair[0] + 1} and c{pair[1] + 1} by {h.by}")
+    """One :func:`histogram_density` panel per group (the first ``max_panels``), one shared log
+    colour scale and its one colour bar (on the last panel)."""
+    groups = h.labels[:max_panels]
+    p = h.pairs.index(tuple(pair))
+    counts = np.asarray(h.counts[: len(groups), p], dtype=np.float64)
+    clim = (1.0, max(2.0, float(counts.max()) if counts.size else 2.0))
+    panels = [histogram_density(h, g, pair, size=300, clim=clim, colorbar=k == len(groups) - 1) for k, g in enumerate(groups)]
+    return hv.Layout(panels).cols(3).opts(
+        title=f"Joint distribution of c{pair[0] + 1} and c{pair[1] + 1} by {h.by.replace('_', ' ')} (one colour scale)")
 
 
 def layer_rows(layers: pd.DataFrame, layer_ids) -> list[tuple[int, int]]:

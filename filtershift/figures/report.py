@@ -19,9 +19,9 @@ from filtershift.analysis.results import Results
 from filtershift.store.files import atomic_write_text
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 1em 2em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 1em 2em; color: #222; box-sizing: border-box; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-top: 0.6em; }
-table.params { border-collapse: collapse; font-size: 0.9em; } .params td, .params th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; vertical-align: top; }
+table.params { border-collapse: collapse; font-size: 0.9em; } .params td, .params th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 nav ol { columns: 2; } .caption { color: #555; max-width: 70em; } .figure { margin: 1em 0 2em; }
 """
 
