@@ -32,3 +32,30 @@ def synthetic_db(tmp_path_factory):
             return write_synthetic(tmp_path_factory.mktemp("synthetic") / "db", models, layers, filters, seed, chunk_rows)
 
     return make
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """Factory of headless Chromium webdrivers for the browser tests: ``chromium(width, height)``
+    (browser console logged), each quit at the end of the test."""
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+    from filtershift.figures.save import CHROMIUM_OPTIONS, find_chromedriver
+
+    drivers = []
+
+    def start(width: int, height: int):
+        options = Options()
+        profile = tmp_path / f"chromium-profile-{len(drivers)}"
+        for arg in ("--headless=new", *CHROMIUM_OPTIONS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+            options.add_argument(arg)
+        options.binary_location = "/usr/bin/chromium"
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        drivers.append(WebDriver(service=Service(find_chromedriver()), options=options))
+        return drivers[-1]
+
+    yield start
+    for driver in drivers:
+        driver.quit()

@@ -120,33 +120,20 @@ def pages(tmp_path_factory):
 
 
 @pytest.mark.browser
-def test_report_and_figures_fit_a_1400_px_window(pages, tmp_path):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.chrome.webdriver import WebDriver
-
-    from filtershift.figures.save import CHROMIUM_OPTIONS, find_chromedriver
-
-    options = Options()
-    for arg in ("--headless=new", *CHROMIUM_OPTIONS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    driver = WebDriver(service=Service(find_chromedriver()), options=options)
+def test_report_and_figures_fit_a_1400_px_window(pages, chromium):
+    driver = chromium(*WINDOW)
     too_wide, says_scaled = {}, []
-    try:
-        driver.set_window_size(*WINDOW)
-        driver.set_script_timeout(60)
-        for path in pages:
-            driver.get(path.as_uri())
-            m = driver.execute_async_script(MEASURE)
-            assert m["views"] > 0 and m["right"] > 0, (path.name, m)  # drawn, so measured
-            if m["scroll"] > m["inner"] or m["right"] > m["inner"]:
-                too_wide[path.name] = m
-            text = driver.execute_script("return document.body.innerText")
-            if "scaled" in text.lower().replace("unscaled", ""):  # the analysis is raw
-                says_scaled.append(path.name)
-    finally:
-        driver.quit()
+    driver.set_window_size(*WINDOW)
+    driver.set_script_timeout(60)
+    for path in pages:
+        driver.get(path.as_uri())
+        m = driver.execute_async_script(MEASURE)
+        assert m["views"] > 0 and m["right"] > 0, (path.name, m)  # drawn, so measured
+        if m["scroll"] > m["inner"] or m["right"] > m["inner"]:
+            too_wide[path.name] = m
+        text = driver.execute_script("return document.body.innerText")
+        if "scaled" in text.lower().replace("unscaled", ""):  # the analysis is raw
+            says_scaled.append(path.name)
     assert too_wide == {} and says_scaled == [], (too_wide, says_scaled)
 
 

@@ -50,42 +50,29 @@ def test_report_command(report, tmp_path):
 
 
 @pytest.mark.browser
-def test_report_in_headless_chromium(report, tmp_path):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.chrome.webdriver import WebDriver
+def test_report_in_headless_chromium(report, chromium):
     from selenium.webdriver.common.by import By
 
-    from filtershift.figures.save import CHROMIUM_OPTIONS, find_chromedriver
-
     _, figures, path = report
-    options = Options()
-    for arg in ("--headless=new", *CHROMIUM_OPTIONS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1500,4000"):
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = WebDriver(service=Service(find_chromedriver()), options=options)
-    try:
-        driver.get(path.as_uri())
-        driver.set_script_timeout(60)
-        # BokehJS has drawn every root when each figure section holds a rendered bokeh view
-        n_views = driver.execute_async_script("""
-            const done = arguments[arguments.length - 1];
-            const t0 = Date.now();
-            (function poll() {
-              const views = (window.Bokeh && Bokeh.index) ? Object.keys(Bokeh.index).length : 0;
-              if (views >= arguments_n || Date.now() - t0 > 50000) { done(views); } else { setTimeout(poll, 200); }
-            })();
-        """.replace("arguments_n", str(len(figures))))
-        assert n_views >= len(figures)  # every figure root has a view (layouts may add one more)
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == [], errors
-        assert len(driver.find_elements(By.CSS_SELECTOR, "section.figure")) == len(figures)
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "report.png"
-        driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
+    driver = chromium(1500, 4000)
+    driver.get(path.as_uri())
+    driver.set_script_timeout(60)
+    # BokehJS has drawn every root when each figure section holds a rendered bokeh view
+    n_views = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const t0 = Date.now();
+        (function poll() {
+          const views = (window.Bokeh && Bokeh.index) ? Object.keys(Bokeh.index).length : 0;
+          if (views >= arguments_n || Date.now() - t0 > 50000) { done(views); } else { setTimeout(poll, 200); }
+        })();
+    """.replace("arguments_n", str(len(figures))))
+    assert n_views >= len(figures)  # every figure root has a view (layouts may add one more)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+    assert len(driver.find_elements(By.CSS_SELECTOR, "section.figure")) == len(figures)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    driver.save_screenshot(str(shot))
     from PIL import Image
     import numpy as np
 

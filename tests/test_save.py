@@ -64,40 +64,26 @@ def test_scripts_rewritten_only_when_missing_or_different(figures, folder):
 
 
 @pytest.mark.browser
-def test_figure_opens_offline_from_file_url(figures, folder, tmp_path):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.chrome.webdriver import WebDriver
-
-    from filtershift.figures.save import CHROMIUM_OPTIONS, find_chromedriver
-
-    options = Options()
-    for arg in ("--headless=new", *CHROMIUM_OPTIONS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = WebDriver(service=Service(find_chromedriver()), options=options)
-    try:
-        driver.get((folder / f"{figures[1].key}.html").as_uri())
-        driver.set_script_timeout(60)
-        # BokehJS drew the plot when a view is indexed and its canvas sits in the page's shadow roots
-        state = driver.execute_async_script("""
-            const done = arguments[arguments.length - 1];
-            const t0 = Date.now();
-            function canvases(root) {
-              let n = root.querySelectorAll('canvas').length;
-              for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) n += canvases(el.shadowRoot); }
-              return n;
-            }
-            (function poll() {
-              const views = (window.Bokeh && Bokeh.index) ? Object.keys(Bokeh.index).length : 0;
-              const n = canvases(document);
-              if ((views > 0 && n > 0) || Date.now() - t0 > 50000) { done([typeof window.Bokeh, views, n]); }
-              else { setTimeout(poll, 200); }
-            })();
-        """)
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    finally:
-        driver.quit()
+def test_figure_opens_offline_from_file_url(figures, folder, chromium):
+    driver = chromium(1400, 1000)
+    driver.get((folder / f"{figures[1].key}.html").as_uri())
+    driver.set_script_timeout(60)
+    # BokehJS drew the plot when a view is indexed and its canvas sits in the page's shadow roots
+    state = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const t0 = Date.now();
+        function canvases(root) {
+          let n = root.querySelectorAll('canvas').length;
+          for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) n += canvases(el.shadowRoot); }
+          return n;
+        }
+        (function poll() {
+          const views = (window.Bokeh && Bokeh.index) ? Object.keys(Bokeh.index).length : 0;
+          const n = canvases(document);
+          if ((views > 0 && n > 0) || Date.now() - t0 > 50000) { done([typeof window.Bokeh, views, n]); }
+          else { setTimeout(poll, 200); }
+        })();
+    """)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert state[0] == "object" and state[1] > 0 and state[2] > 0, state
     assert errors == [], errors
