@@ -221,12 +221,10 @@ def run_zoo(job: JobSpec) -> dict[str, Any]:
 
 
 def run_extract(job: JobSpec, show_progress: bool) -> dict[str, Any]:
-    from filtershift import store
-    from filtershift.extraction.extract import plan_extraction, run_extraction
-    from filtershift.extraction.manifest import read_manifest
+    from filtershift import api, store
 
-    plan = plan_extraction(read_manifest(job.manifest_path), job.db)
-    report = run_extraction(plan, chunk_rows=job.chunk_rows or store.DEFAULT_CHUNK_ROWS, show_progress=show_progress)
+    # on the run's client, like `filtershift extract` (a changed checkpoint is refused before any task)
+    report = api.extract(job.manifest_path, job.db, chunk_rows=job.chunk_rows, progress=show_progress)
     statuses = report.statuses["status"].value_counts().to_dict()
     for row in report.statuses[report.statuses["status"] == "failed"].itertuples():
         print(f"  failed: {row.name} ({row.path}): {row.error}", file=sys.stderr)
