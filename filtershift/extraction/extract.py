@@ -143,7 +143,7 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
     for entry, result in zip(entries, staged):
         ok_row, dead_rows = rows_of_name.get(entry.name, (None, []))
         if ok_row is not None and result.status == "ok" and result.sha256 == models.at[ok_row, "sha256"]:
-            models.loc[ok_row, ["path", "size_bytes", "mtime_ns"]] = [str(entry.path), *file_fingerprint(entry.path)]  # touched or moved
+            models.loc[ok_row, ["path", "size_bytes", "mtime_ns"]] = [str(entry.path), *file_fingerprint(entry)]  # touched or moved
             continue
         if result.status == "ok" and result.sha256 in known_sha:
             result = Staged(sha256=result.sha256, status="skipped", error=f"same content as model {known_sha[result.sha256]}")
@@ -231,7 +231,7 @@ def _drop_uncommitted(models: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.Da
 
 
 def _model_record(entry: Entry, result: Staged, model_id: int) -> dict:
-    size, mtime = file_fingerprint(entry.path) if entry.path.is_file() else (-1, -1)
+    size, mtime = file_fingerprint(entry)
     record = {
         "model_id": model_id,
         "name": entry.name,

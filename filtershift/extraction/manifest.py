@@ -68,7 +68,7 @@ def read_manifest(manifest: str | os.PathLike) -> list[Entry]:
             problem = "empty 'path'; give the checkpoint's path relative to the manifest"
         elif path in seen_paths:
             problem = f"duplicate of row {seen_paths[path]} (same path); remove one of the rows"
-        elif not path.is_file():
+        elif not (path.is_file() or path.is_dir()):
             problem = f"file not found: {path}; fix the path (relative to {manifest.parent})"
         elif fmt and fmt not in FORMATS:
             problem = f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or leave it empty to infer"

@@ -23,7 +23,8 @@ import pandas as pd
 from filtershift.errors import FiltershiftError
 from filtershift.store import REMOVED
 from filtershift.extraction.manifest import Entry
-from filtershift.extraction.staging import sha256_file
+from filtershift.readers import model_files
+from filtershift.readers.files import fingerprint, sha256_model
 
 CURRENT, STAGE, CHANGED = "current", "stage", "changed"
 REPLACE_FLAG = "--replace-changed"
@@ -44,9 +45,12 @@ class StoredModel:
     sha256: str
 
 
-def file_fingerprint(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+def file_fingerprint(entry: Entry) -> tuple[int, int]:
+    """(size, mtime) of the checkpoint's files, or (-1, -1) when they cannot be listed."""
+    try:
+        return fingerprint(model_files(entry.path, entry.format))
+    except (OSError, ValueError):
+        return -1, -1
 
 
 def stored_by_name(models: pd.DataFrame) -> dict[str, StoredModel]:
@@ -63,11 +67,15 @@ def stored_by_name(models: pd.DataFrame) -> dict[str, StoredModel]:
 def classify(entry: Entry, stored: StoredModel | None) -> str:
     """:data:`CURRENT`, :data:`STAGE` or :data:`CHANGED` for one manifest row (hashes the file
     only when its fingerprint differs from the stored one)."""
-    if stored is None or entry.problem or not entry.path.is_file():
+    if stored is None or entry.problem or not entry.path.exists():
         return STAGE
-    if (str(entry.path), *file_fingerprint(entry.path)) == (stored.path, stored.size_bytes, stored.mtime_ns):
+    if (str(entry.path), *file_fingerprint(entry)) == (stored.path, stored.size_bytes, stored.mtime_ns):
         return CURRENT
-    return STAGE if sha256_file(entry.path) == stored.sha256 else CHANGED
+    try:
+        sha = sha256_model(entry.path, model_files(entry.path, entry.format))
+    except (OSError, ValueError):
+        return STAGE  # the staging task reports the problem
+    return STAGE if sha == stored.sha256 else CHANGED
 
 
 def refuse_changed(changed: tuple[Entry, ...], db: Path) -> None:

@@ -8,7 +8,6 @@ looks finished. Consolidation later copies staged rows into the database; no tas
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ import pandas as pd
 from filtershift.runtime.failpoints import failpoint
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import Entry
-from filtershift.readers import read_convolutions
+from filtershift.readers import model_files, read_convolutions
+from filtershift.readers.files import sha256_model
 from filtershift.store import rows_checksum
 from filtershift.store.files import atomic_folder
 
@@ -44,14 +44,6 @@ class Staged:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def sha256_file(path: Path, block: int = 4 * 2**20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
@@ -63,9 +55,11 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
     if entry.problem:
         return Staged(sha256="", status=entry.problem_status, error=entry.problem)
     try:
-        sha = sha256_file(entry.path)
+        sha = sha256_model(entry.path, model_files(entry.path, entry.format))
     except OSError as exc:
         return Staged(sha256="", status="failed", error=f"cannot read the file: {one_line(exc)}")
+    except ValueError as exc:  # a companion file missing or outside the model's folder
+        return Staged(sha256="", status="failed", error=f"{entry.format} reader: {one_line(exc)}")
     folder = Path(staging_root) / sha
     if (folder / "summary.json").is_file():  # staged by an earlier, interrupted run
         return Staged(**json.loads((folder / "summary.json").read_text()))
@@ -123,4 +117,4 @@ def load_staged_kernels(folder: str, mmap: bool = False) -> np.ndarray:
     return np.load(Path(folder) / "kernels.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
 
 
-__all__ = ["Staged", "stage_checkpoint", "sha256_file", "read_staged_layers", "load_staged_kernels", "STAGING_DIR"]
+__all__ = ["Staged", "stage_checkpoint", "read_staged_layers", "load_staged_kernels", "STAGING_DIR"]

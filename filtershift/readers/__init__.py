@@ -1,50 +1,87 @@
-"""Checkpoint readers behind one registry. Each reader turns a file into the model's regular 2-D
-convolutions (:class:`filtershift.types.ConvWeight`, execution ordered); selecting 3x3 kernels and
-assigning depths is pure code in :mod:`filtershift.extraction.kernels`."""
+"""Checkpoint readers behind one registry. Each reader turns a checkpoint into the model's regular
+2-D convolutions (:class:`filtershift.types.ConvWeight`, execution ordered); selecting 3x3 kernels
+and assigning depths is pure code in :mod:`filtershift.extraction.kernels`.
+
+A format is one module under ``filtershift/readers/`` with
+``read(path, arch) -> list[ConvWeight]`` and, optionally,
+``sniff(path, head) -> bool`` (is this file or folder mine? ``head`` is the file's first bytes, empty
+for a folder) and ``companions(path) -> list[Path]`` (the other files the model is made of, inside
+its folder). Formats are detected by content first, in the order of :data:`REGISTRY`, then by suffix.
+"""
 
 from __future__ import annotations
 
 import importlib
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from filtershift.errors import FiltershiftError
+from filtershift.readers.files import folder_files
 from filtershift.types import ConvWeight
 
-# format -> "module:function(path, arch) -> list[ConvWeight]"
-READERS: dict[str, str] = {
-    "torch": "filtershift.readers.torch_pickle:read_torch",
-    "torchscript": "filtershift.readers.torchscript:read_torchscript",
-    "safetensors": "filtershift.readers.safetensors_file:read_safetensors",
-    "onnx": "filtershift.readers.onnx_graph:read_onnx",
-}
-FORMATS = tuple(READERS)
+HEAD_BYTES = 512
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    module: str  # under filtershift.readers
+    suffixes: tuple[str, ...] = ()  # the fallback when no sniff claims the file
+    folder: bool = False  # a model that is a folder (SavedModel, .mlpackage)
+
+
+REGISTRY: tuple[Format, ...] = (
+    Format("torchscript", "torchscript", (".jit", ".torchscript")),
+    Format("torch", "torch_pickle", (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")),
+    Format("safetensors", "safetensors_file", (".safetensors",)),
+    Format("onnx", "onnx_graph", (".onnx",)),
+)
+BY_NAME = {f.name: f for f in REGISTRY}
+FORMATS = tuple(BY_NAME)
 
 
 class CheckpointError(FiltershiftError, ValueError):
     """A checkpoint that cannot be read as its format; the message says what is wrong."""
 
 
+def _module(fmt: Format):
+    return importlib.import_module(f"filtershift.readers.{fmt.module}")
+
+
 def detect_format(path: Path) -> str:
-    """Infer the format from the file's suffix and, for PyTorch zip archives, their contents."""
+    """The format of the file or folder at ``path``: by content (each format's ``sniff``), then by
+    suffix; ``ValueError`` naming the choices when neither tells."""
+    path = Path(path)
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    for fmt in REGISTRY:
+        if fmt.folder != path.is_dir():
+            continue
+        sniff = getattr(_module(fmt), "sniff", None)
+        if sniff is not None and sniff(path, head):
+            return fmt.name
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix in (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl", ".jit", ".torchscript"):
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                if any("/code/" in n or n.endswith("/constants.pkl") for n in archive.namelist()):
-                    return "torchscript"
-        return "torch"
-    raise ValueError(f"cannot infer the format of {path.name} from its suffix; set 'format' to one of {', '.join(FORMATS)}")
+    for fmt in REGISTRY:
+        if suffix in fmt.suffixes and fmt.folder == path.is_dir():
+            return fmt.name
+    kind = "folder" if path.is_dir() else "file"
+    raise ValueError(f"cannot infer the format of the {kind} {path.name} from its content or suffix; set 'format' to one of {', '.join(FORMATS)}")
+
+
+def model_files(path: Path, fmt: str) -> list[Path]:
+    """Every file the checkpoint at ``path`` is made of: the file and its companions, or every
+    file of a model folder (sorted, inside the folder)."""
+    path = Path(path)
+    if path.is_dir():
+        return folder_files(path)
+    companions = getattr(_module(BY_NAME[fmt]), "companions", None) if fmt in BY_NAME else None
+    return [path, *(companions(path) if companions else [])]
 
 
 def read_convolutions(path: Path, fmt: str, arch: str = "") -> list[ConvWeight]:
     """Every regular 2-D convolution of the checkpoint at ``path``, in execution order."""
-    if fmt not in READERS:
+    if fmt not in BY_NAME:
         raise CheckpointError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    module_name, _, function = READERS[fmt].partition(":")
-    reader = getattr(importlib.import_module(module_name), function)
-    return reader(Path(path), arch)
+    return _module(BY_NAME[fmt]).read(Path(path), arch)

@@ -19,7 +19,7 @@ from filtershift.types import ConvWeight
 CONV_OPS = {"Conv": 1, "QLinearConv": 3}  # op -> index of the weight input
 
 
-def read_onnx(path: Path, arch: str = "") -> list[ConvWeight]:
+def read(path: Path, arch: str = "") -> list[ConvWeight]:
     import onnx
     from google.protobuf.message import DecodeError
 

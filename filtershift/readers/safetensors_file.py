@@ -19,7 +19,12 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def read_safetensors(path: Path, arch: str = "") -> list[ConvWeight]:
+def sniff(path: Path, head: bytes) -> bool:
+    """An 8-byte little-endian header length, then the JSON header."""
+    return len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") + 8 <= path.stat().st_size
+
+
+def read(path: Path, arch: str = "") -> list[ConvWeight]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

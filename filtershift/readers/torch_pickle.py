@@ -23,7 +23,26 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a legacy (non-zip) 
 _LOAD_ERRORS = (struct.error, EOFError, OSError, RuntimeError, UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
-def read_torch(path: Path, arch: str = "") -> list[ConvWeight]:
+LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A torch.save zip archive (a ``data.pkl`` member) or a legacy torch.save pickle."""
+    if head.startswith(LEGACY_HEAD):
+        return True
+    return head.startswith(ZIP_MAGIC) and any(n.endswith("/data.pkl") or n == "data.pkl" for n in zip_members(path))
+
+
+def zip_members(path: Path) -> list[str]:
+    """The member names of a zip archive; none for a damaged one (its reader names the damage)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return []
+
+
+def read(path: Path, arch: str = "") -> list[ConvWeight]:
     import torch
 
     check_zip_archive(path)

@@ -11,11 +11,16 @@ import warnings
 from pathlib import Path
 
 from filtershift.readers.statedict import EMA_PATTERN, to_numpy_float32
-from filtershift.readers.torch_pickle import check_zip_archive
+from filtershift.readers.torch_pickle import ZIP_MAGIC, check_zip_archive, zip_members
 from filtershift.types import ConvWeight
 
 
-def read_torchscript(path: Path, arch: str = "") -> list[ConvWeight]:
+def sniff(path: Path, head: bytes) -> bool:
+    """A zip archive with TorchScript's ``code/`` or ``constants.pkl`` members."""
+    return head.startswith(ZIP_MAGIC) and any("/code/" in n or n.endswith("/constants.pkl") for n in zip_members(path))
+
+
+def read(path: Path, arch: str = "") -> list[ConvWeight]:
     import torch
 
     check_zip_archive(path)  # a truncated or corrupt archive is named as such
