@@ -13,7 +13,8 @@ from filtershift import store
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import read_manifest
-from filtershift.readers import detect_format, read_convolutions
+from filtershift.readers import detect_format, flatbuf, read_convolutions
+from filtershift.readers.tflite_tensors import densify
 from tests.wheels import cached_wheel_members
 
 DATA = Path(__file__).parent / "data" / "tflite"
@@ -150,3 +151,61 @@ def test_real_models_through_the_extraction(pretrained, tmp_path):
     # the wake-word model's kernels are all N x 1 (audio): skipped, with its kernel counts said
     assert models.at["okay_nabu", "status"] == "skipped"
     assert "no 3x3 regular convolution" in models.at["okay_nabu", "error"] and "1x1" in models.at["okay_nabu", "error"]
+
+
+def _sparsity_table(order, block_map, levels) -> flatbuf.Table:
+    """A SparsityParameters flatbuffer built with the flatbuffers package's Builder; ``levels``:
+    (format, dense_size, segments, indices) per traversal dimension (Int32Vector index vectors)."""
+    flatbuffers = pytest.importorskip("flatbuffers")
+    b = flatbuffers.Builder(0)
+
+    def ints(values):
+        b.StartVector(4, len(values), 4)
+        for v in reversed(values):
+            b.PrependInt32(v)
+        return b.EndVector()
+
+    def int32_vector(values):
+        vector = ints(values)
+        b.StartObject(1)
+        b.PrependUOffsetTRelativeSlot(0, vector, 0)
+        return b.EndObject()
+
+    metadata = []
+    for fmt, dense_size, segments, indices in levels:
+        seg, idx = (int32_vector(segments), int32_vector(indices)) if fmt == 1 else (0, 0)
+        b.StartObject(6)
+        b.PrependInt8Slot(0, fmt, 0)
+        b.PrependInt32Slot(1, dense_size, 0)
+        if fmt == 1:
+            b.PrependUint8Slot(2, 1, 0)
+            b.PrependUOffsetTRelativeSlot(3, seg, 0)
+            b.PrependUint8Slot(4, 1, 0)
+            b.PrependUOffsetTRelativeSlot(5, idx, 0)
+        metadata.append(b.EndObject())
+    b.StartVector(4, len(metadata), 4)
+    for m in reversed(metadata):
+        b.PrependUOffsetTRelative(m)
+    dims = b.EndVector()
+    order_v, block_v = ints(order), ints(block_map)
+    b.StartObject(3)
+    b.PrependUOffsetTRelativeSlot(0, order_v, 0)
+    b.PrependUOffsetTRelativeSlot(1, block_v, 0)
+    b.PrependUOffsetTRelativeSlot(2, dims, 0)
+    b.Finish(b.EndObject())
+    return flatbuf.root(bytes(b.Output()))
+
+
+def test_densify_follows_a_block_map():
+    """A 4x4 matrix in 1x2 blocks (block map [1]): rows dense, block columns CSR, blocks dense."""
+    dense = np.array([[1, 2, 0, 0], [0, 0, 3, 4], [0, 0, 0, 0], [5, 6, 7, 8]], np.float32)
+    sparsity = _sparsity_table([0, 1, 2], [1], [(0, 4, None, None), (1, 0, [0, 1, 2, 2, 4], [0, 1, 0, 1]), (0, 2, None, None)])
+    values = np.arange(1, 9, dtype=np.float32)
+    np.testing.assert_array_equal(densify(values, (4, 4), sparsity, "t"), dense)
+    # the traversal order can put the block dimension first: column-major blocks
+    sparsity = _sparsity_table([1, 0, 2], [1], [(0, 2, None, None), (1, 0, [0, 2, 4], [0, 3, 1, 3]), (0, 2, None, None)])
+    np.testing.assert_array_equal(densify(np.array([1, 2, 5, 6, 3, 4, 7, 8], np.float32), (4, 4), sparsity, "t"), dense)
+    with pytest.raises(ValueError, match="a sparse index lies outside"):
+        densify(values, (4, 4), _sparsity_table([0, 1, 2], [1], [(0, 4, None, None), (1, 0, [0, 1, 2, 2, 4], [0, 1, 0, 9]), (0, 2, None, None)]), "t")
+    with pytest.raises(ValueError, match="array segments"):
+        densify(values, (4, 4), _sparsity_table([0, 1, 2], [1], [(0, 4, None, None), (1, 0, [0, 1, 2], [0, 1, 0, 1]), (0, 2, None, None)]), "t")
