@@ -35,6 +35,8 @@ REGISTRY: tuple[Format, ...] = (
     Format("torch", "torch_pickle", (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")),
     Format("safetensors", "safetensors_file", (".safetensors",)),
     Format("onnx", "onnx_graph", (".onnx",)),
+    Format("keras_h5", "keras_h5", (".h5", ".hdf5")),
+    Format("keras", "keras_v3", (".keras",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
