@@ -29,7 +29,8 @@ from filtershift.types import ConvWeight
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_ATTRS = ("model_config", "layer_names", "keras_version")
-KERNEL_LEAVES = {"conv": ("kernel",), "depthwise": ("depthwise_kernel",), "separable": ("depthwise_kernel", "pointwise_kernel")}
+# each kernel a layer stores, by its possible variable names (Keras 3 calls a depthwise kernel "kernel")
+KERNEL_LEAVES = {"conv": (("kernel",),), "depthwise": (("depthwise_kernel", "kernel"),), "separable": (("depthwise_kernel",), ("pointwise_kernel",))}
 
 
 def sniff(path: Path, head: bytes) -> bool:
@@ -84,14 +85,16 @@ def full_model(config: dict, weights, size: int) -> list[ConvWeight]:
     for layer in conv_layers(config):
         group = h5_child(weights, layer.path[0][0])
         names = weight_names(group)
-        kernels = [read_dataset(_dataset(group, _pick(names, layer, leaf)), size, f"layer {layer.name} ({leaf})") for leaf in KERNEL_LEAVES[layer.kind]]
+        kernels = [read_dataset(_dataset(group, _pick(names, layer, leaves)), size, f"layer {layer.name} ({leaves[0]})") for leaves in KERNEL_LEAVES[layer.kind]]
         convs.extend(conv_weights(layer, kernels))
     return convs
 
 
-def _pick(names: list[str], layer: ConvLayer, leaf: str) -> str:
-    """The weight name holding ``leaf`` of ``layer`` in its top-level group's ``weight_names``:
-    the only one with that leaf, else the one whose owner is the layer (``name`` or ``name_<n>``)."""
+def _pick(names: list[str], layer: ConvLayer, leaves: tuple[str, ...]) -> str:
+    """The weight name holding a kernel of ``layer`` (variable named one of ``leaves``, the first
+    found) in its top-level group's ``weight_names``: the only one with that leaf, else the one
+    whose owner is the layer (``name`` or ``name_<n>``)."""
+    leaf = next((leaf for leaf in leaves if any(_parts(n)[-1] == leaf for n in names)), leaves[0])
     found = [n for n in names if _parts(n)[-1] == leaf]
     owner = layer.path[-1][0]
     if len(layer.path) > 1 or len(found) > 1:
