@@ -5,6 +5,7 @@ shipped in a PyPI wheel; kernels compared bit for bit with the framework's own w
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -142,3 +143,26 @@ def test_fixtures_and_a_real_pretrained_model_through_the_extraction(fer_model, 
         level, groups, key, layout = expected[name]
         assert (layer.conv_index, layer.groups, layer.n_conv) == (level, groups, 7)
         np.testing.assert_array_equal(filters[layer.start:layer.stop], reference(npz[key].astype(np.float32), layout).reshape(-1, 9))
+
+
+def test_without_vars_names_a_keras_archive_is_read_by_generic_layer_names(tmp_path):
+    """Archives written before Keras 3 named the ``vars`` groups (tf_keras 2.x ``.keras`` files
+    have none) are found by the class-based group names rebuilt from the config's layer order."""
+    source = DATA / "mixed_k3.keras"
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    (tmp_path / "w.h5").write_bytes(members["model.weights.h5"])
+    with h5py.File(tmp_path / "w.h5", "r+") as f:
+        named = []
+        f.visititems(lambda name, obj: named.append(name) if name.endswith("vars") and "name" in obj.attrs else None)
+        for name in named:
+            del f[name].attrs["name"]
+    members["model.weights.h5"] = (tmp_path / "w.h5").read_bytes()
+    with zipfile.ZipFile(tmp_path / "unnamed.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert len(named) > 10
+    before, after = read_convolutions(source, "keras"), read_convolutions(tmp_path / "unnamed.keras", "keras")
+    assert [(c.name, c.level, c.groups) for c in after] == [(c.name, c.level, c.groups) for c in before]
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a.weight, b.weight)

@@ -99,7 +99,7 @@ def _pick(names: list[str], layer: ConvLayer, leaves: tuple[str, ...]) -> str:
     owner = layer.path[-1][0]
     if len(layer.path) > 1 or len(found) > 1:
         exact = [n for n in found if len(_parts(n)) > 1 and _parts(n)[-2] == owner]
-        numbered = [n for n in found if len(_parts(n)) > 1 and re.fullmatch(re.escape(owner) + r"_\d+", _parts(n)[-2])]
+        numbered = [n for n in found if len(_parts(n)) > 1 and _owned_by(_parts(n)[-2], owner)]
         found = exact or numbered
     if not found:
         raise ValueError(f"layer {layer.name}: no {leaf} among the weight_names of its group {layer.path[0][0]!r}")
@@ -115,7 +115,7 @@ def weights_only(root, size: int) -> list[ConvWeight]:
             if parts[-1] not in ("kernel", "depthwise_kernel", "pointwise_kernel"):
                 continue
             dataset = _dataset(group, weight)
-            owner = name if len(parts) < 2 or parts[-2] in (name, "") else f"{name}/{parts[-2]}"
+            owner = name if len(parts) < 2 or _owned_by(parts[-2], name) else f"{name}/{parts[-2]}"
             if dataset.ndim != 4 or (parts[-1] == "kernel" and is_transposed_name(weight_path := f"{name}/{weight}")):
                 continue
             kernel = read_dataset(dataset, size, f"layer {owner} ({parts[-1]})")
@@ -126,6 +126,11 @@ def weights_only(root, size: int) -> list[ConvWeight]:
             else:
                 convs.append(ConvWeight(owner, len(convs), hwio_to_oihw(kernel, weight_path), -1))
     return convs
+
+
+def _owned_by(owner: str, name: str) -> bool:
+    """A weight's owner is the layer itself: its name, ``name_<n>``, or none."""
+    return owner in (name, "") or re.fullmatch(re.escape(name) + r"_\d+", owner) is not None
 
 
 def weight_names(group) -> list[str]:
