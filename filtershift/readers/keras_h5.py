@@ -81,29 +81,31 @@ def read_keras_h5(f, size: int, label: str) -> list[ConvWeight]:
 
 
 def full_model(config: dict, weights, size: int) -> list[ConvWeight]:
-    convs = []
+    convs, used = [], set()
     for layer in conv_layers(config):
         group = h5_child(weights, layer.path[0][0])
-        names = weight_names(group)
-        kernels = [read_dataset(_dataset(group, _pick(names, layer, leaves)), size, f"layer {layer.name} ({leaves[0]})") for leaves in KERNEL_LEAVES[layer.kind]]
+        names = [n for n in weight_names(group) if (group.name, n) not in used]
+        picked = [_pick(names, layer, leaves) for leaves in KERNEL_LEAVES[layer.kind]]
+        used.update((group.name, n) for n in picked)
+        kernels = [read_dataset(_dataset(group, name), size, f"layer {layer.name} ({name})") for name in picked]
         convs.extend(conv_weights(layer, kernels))
     return convs
 
 
 def _pick(names: list[str], layer: ConvLayer, leaves: tuple[str, ...]) -> str:
-    """The weight name holding a kernel of ``layer`` (variable named one of ``leaves``, the first
-    found) in its top-level group's ``weight_names``: the only one with that leaf, else the one
-    whose owner is the layer (``name`` or ``name_<n>``)."""
-    leaf = next((leaf for leaf in leaves if any(_parts(n)[-1] == leaf for n in names)), leaves[0])
-    found = [n for n in names if _parts(n)[-1] == leaf]
+    """The weight name holding a kernel of ``layer`` among the unused ``weight_names`` of its
+    top-level group: of a variable named one of ``leaves`` (in that order of preference), owned by
+    the layer (``name``, else ``name_<n>``) when the group holds several layers' weights (a nested
+    model) or several such variables."""
     owner = layer.path[-1][0]
-    if len(layer.path) > 1 or len(found) > 1:
-        exact = [n for n in found if len(_parts(n)) > 1 and _parts(n)[-2] == owner]
-        numbered = [n for n in found if len(_parts(n)) > 1 and _owned_by(_parts(n)[-2], owner)]
-        found = exact or numbered
-    if not found:
-        raise ValueError(f"layer {layer.name}: no {leaf} among the weight_names of its group {layer.path[0][0]!r}")
-    return found[0]
+    for leaf in leaves:
+        found = [n for n in names if _parts(n)[-1] == leaf]
+        if len(layer.path) > 1 or len(found) > 1:
+            exact = [n for n in found if len(_parts(n)) > 1 and _parts(n)[-2] == owner]
+            found = exact or [n for n in found if len(_parts(n)) > 1 and _owned_by(_parts(n)[-2], owner)]
+        if found:
+            return found[0]
+    raise ValueError(f"layer {layer.name}: no {' or '.join(leaves)} of it among the weight_names of its group {layer.path[0][0]!r}")
 
 
 def weights_only(root, size: int) -> list[ConvWeight]:
