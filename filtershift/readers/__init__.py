@@ -36,6 +36,8 @@ REGISTRY: tuple[Format, ...] = (
     Format("safetensors", "safetensors_file", (".safetensors",)),
     Format("onnx", "onnx_graph", (".onnx",)),
     Format("tflite", "tflite", (".tflite",)),
+    Format("keras_h5", "keras_h5", (".h5", ".hdf5")),
+    Format("keras", "keras_v3", (".keras",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
