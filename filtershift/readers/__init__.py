@@ -35,6 +35,8 @@ REGISTRY: tuple[Format, ...] = (
     Format("torch", "torch_pickle", (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")),
     Format("safetensors", "safetensors_file", (".safetensors",)),
     Format("onnx", "onnx_graph", (".onnx",)),
+    Format("savedmodel", "tf_savedmodel", folder=True),
+    Format("tf_checkpoint", "tf_checkpoint", (".index",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
