@@ -37,6 +37,7 @@ REGISTRY: tuple[Format, ...] = (
     Format("onnx", "onnx_graph", (".onnx",)),
     Format("savedmodel", "tf_savedmodel", folder=True),
     Format("tf_checkpoint", "tf_checkpoint", (".index",)),
+    Format("tfjs", "tfjs_model"),  # model.json: by content only (.json is no evidence)
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)

@@ -116,8 +116,6 @@ def write_tensorflow() -> None:
     old = keras_layers(tf_keras)
     old.save(str(SAVED / "tfkeras_sm"), include_optimizer=False)
     save_npz(SAVED / "tfkeras_sm.npz", checkpoint_keys(tf, str(SAVED / "tfkeras_sm" / "variables" / "variables")))
-    # the same weights as an .h5 for tensorflowjs (which runs in its own venv)
-    old.save(str(HERE / "tfjs_source.h5"))
     for name in ("module_sm", "keras_export", "tfkeras_sm"):  # graphs of ~100 KB: committed as .tar.xz
         with tarfile.open(SAVED / f"{name}.tar.xz", "w:xz") as archive:
             archive.add(SAVED / name, arcname=name)
@@ -125,18 +123,18 @@ def write_tensorflow() -> None:
 
 
 def write_tfjs() -> None:
-    """tensorflowjs 4.22: layers models in float32, float16 and uint8, and one graph model."""
+    """tensorflowjs 4.22: layers models in float32 (in 2 KB shards), float16, uint8 and uint16, a graph
+    model of the tf.Module and one of the Keras model (whose biases fuse into _FusedConv2D)."""
     import tensorflowjs as tfjs
     import tf_keras
     import tensorflow as tf
 
     fresh(TFJS)
-    source = HERE / "tfjs_source.h5"
-    model = tf_keras.models.load_model(str(source))
+    model = keras_layers(tf_keras)  # the tf_keras SavedModel's model, the same seed
     weights = {f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}": w.numpy()
                for layer in model.layers for w in layer.weights if len(w.shape) == 4}
     save_npz(TFJS / "layers.npz", weights)
-    for name, quant in (("layers_f32", {}), ("layers_f16", {"quantization_dtype_map": {"float16": "*"}}),
+    for name, quant in (("layers_f32", {"weight_shard_size_bytes": 2048}), ("layers_f16", {"quantization_dtype_map": {"float16": "*"}}),
                         ("layers_u8", {"quantization_dtype_map": {"uint8": "*"}}), ("layers_u16", {"quantization_dtype_map": {"uint16": "*"}})):
         tfjs.converters.save_keras_model(model, str(TFJS / name), **quant)
     saved = TFJS.parent / "tfjs_graph_source"
@@ -144,7 +142,9 @@ def write_tfjs() -> None:
     tfjs.converters.convert_tf_saved_model(str(saved), str(TFJS / "graph"))
     save_npz(TFJS / "graph.npz", checkpoint_keys(tf, str(saved / "variables" / "variables")))
     shutil.rmtree(saved)
-    source.unlink()
+    tf.saved_model.save(model, str(saved))  # with biases: the converter fuses them (_FusedConv2D)
+    tfjs.converters.convert_tf_saved_model(str(saved), str(TFJS / "graph_fused"))
+    shutil.rmtree(saved)
 
 
 if __name__ == "__main__":
