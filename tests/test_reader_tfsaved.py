@@ -57,7 +57,7 @@ def as_oihw(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tfsaved")
-    for name in ("module_sm", "keras_export", "tfkeras_sm"):
+    for name in ("module_sm", "keras_export", "tfkeras_sm", "tf1_sm"):
         with tarfile.open(DATA / f"{name}.tar.xz") as archive:
             archive.extractall(folder, filter="data")
     shutil.copytree(DATA / "ckpt", folder / "ckpt")
@@ -75,6 +75,14 @@ def test_savedmodels_give_the_frameworks_kernels_in_graph_order(models, name):
         assert conv.weight.dtype == np.float32
         np.testing.assert_array_equal(conv.weight, as_oihw(reference[key], depthwise))
     assert model_files(folder, "savedmodel")[-1].name == "variables.index"
+
+
+def test_a_tf1_savedmodel_is_walked_over_its_top_level_graph(models):
+    convs = read_convolutions(models / "tf1_sm", "savedmodel")
+    reference = np.load(DATA / "tf1_sm.npz")
+    assert [(c.name, c.level, c.groups) for c in convs] == [("stem/kernel", 0, 1), ("dw/depthwise_kernel", 1, 4), ("head/kernel", 2, 1)]
+    for conv in convs:
+        np.testing.assert_array_equal(conv.weight, as_oihw(reference[conv.name], conv.groups > 1))
 
 
 def test_a_checkpoint_is_read_by_the_name_and_shape_rule(models):

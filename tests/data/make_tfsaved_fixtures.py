@@ -69,6 +69,21 @@ def module_model(tf):
     return net
 
 
+def write_tf1_savedmodel(tf, folder: Path) -> dict[str, np.ndarray]:
+    """A TF1-style SavedModel (a graph and a session, no object graph): conv, depthwise, 1x1."""
+    rng = np.random.default_rng(5)
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 8, 8, 3], name="x")
+        a = tf.compat.v1.get_variable("stem/kernel", initializer=rng.standard_normal((3, 3, 3, 4)).astype(np.float32))
+        b = tf.compat.v1.get_variable("dw/depthwise_kernel", initializer=rng.standard_normal((3, 3, 4, 2)).astype(np.float32))
+        c = tf.compat.v1.get_variable("head/kernel", initializer=rng.standard_normal((1, 1, 8, 5)).astype(np.float32))
+        y = tf.nn.conv2d(tf.nn.depthwise_conv2d(tf.nn.conv2d(x, a, 1, "SAME"), b, [1, 1, 1, 1], "SAME"), c, 1, "SAME")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.saved_model.simple_save(sess, str(folder), {"x": x}, {"y": y})
+            return {v.op.name: sess.run(v) for v in (a, b, c)}
+
+
 def keras_layers(keras):
     """The same kinds of layers as a small functional Keras model (keras 3 or tf_keras)."""
     L = keras.layers
@@ -116,7 +131,8 @@ def write_tensorflow() -> None:
     old = keras_layers(tf_keras)
     old.save(str(SAVED / "tfkeras_sm"), include_optimizer=False)
     save_npz(SAVED / "tfkeras_sm.npz", checkpoint_keys(tf, str(SAVED / "tfkeras_sm" / "variables" / "variables")))
-    for name in ("module_sm", "keras_export", "tfkeras_sm"):  # graphs of ~100 KB: committed as .tar.xz
+    save_npz(SAVED / "tf1_sm.npz", write_tf1_savedmodel(tf, SAVED / "tf1_sm"))
+    for name in ("module_sm", "keras_export", "tfkeras_sm", "tf1_sm"):  # graphs of ~100 KB: committed as .tar.xz
         with tarfile.open(SAVED / f"{name}.tar.xz", "w:xz") as archive:
             archive.add(SAVED / name, arcname=name)
         shutil.rmtree(SAVED / name)
