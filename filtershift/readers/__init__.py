@@ -38,6 +38,9 @@ REGISTRY: tuple[Format, ...] = (
     Format("tflite", "tflite", (".tflite",)),
     Format("keras_h5", "keras_h5", (".h5", ".hdf5")),
     Format("keras", "keras_v3", (".keras",)),
+    Format("savedmodel", "tf_savedmodel", folder=True),
+    Format("tf_checkpoint", "tf_checkpoint", (".index",)),
+    Format("tfjs", "tfjs_model"),  # model.json: by content only (.json is no evidence)
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
