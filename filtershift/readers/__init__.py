@@ -35,6 +35,8 @@ REGISTRY: tuple[Format, ...] = (
     Format("torch", "torch_pickle", (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")),
     Format("safetensors", "safetensors_file", (".safetensors",)),
     Format("onnx", "onnx_graph", (".onnx",)),
+    Format("caffe", "caffe_net", (".caffemodel",)),
+    Format("ncnn", "ncnn_net", (".param",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
