@@ -33,9 +33,9 @@ NO_WEIGHTS = frozenset(
     "Input Split Concat Slice Eltwise BinaryOp UnaryOp ReLU ReLU6 Clip Sigmoid TanH Swish HardSwish HardSigmoid "
     "Mish GELU ELU SELU Softmax Softplus Pooling Pooling1D Pooling3D Interp Crop Padding Flatten Reshape Permute "
     "Dropout Noop ShuffleChannel PixelShuffle Reorg Reduction AbsVal Power Exp Log Squeeze ExpandDims Tile "
-    "MatMul Einsum Threshold Cast Quantize Dequantize Requantize Yolov3DetectionOutput DetectionOutput Erf "
+    "MatMul Einsum Threshold Cast Yolov3DetectionOutput DetectionOutput Erf "
     "CopyTo Flip Fold Unfold".split()
-)  # Quantize / Dequantize / Requantize hold scales only when their keys say so: see _layer_tensors
+)
 MAX_PARAM_BYTES = 64 * 2**20
 
 
@@ -136,8 +136,10 @@ def _layer_tensors(layer: NcnnLayer) -> list[tuple[int, bool]] | None:
     kind = layer.kind
     if kind in ("Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise",
                 "Convolution1D", "ConvolutionDepthWise1D", "Deconvolution1D", "Convolution3D"):
-        if p(19) if kind in ("Deconvolution", "DeconvolutionDepthWise") else p(19):  # dynamic weight
-            return [] if kind not in CONVS else _dynamic(layer)
+        if p(28 if kind.startswith("Deconvolution") else 19):  # dynamic_weight: a run-time input
+            if kind in CONVS:
+                raise ValueError(f"{kind} {layer.name!r} takes its weights as an input at run time (dynamic_weight=1); they are not stored")
+            return []
         out = [(p(6), True)] + ([(p(0), False)] if p(5) else [])
         if p(8) and kind in CONVS:
             scales = p(0) if kind == "Convolution" else p(7, 1)
@@ -163,15 +165,11 @@ def _layer_tensors(layer: NcnnLayer) -> list[tuple[int, bool]] | None:
         return [(p(3), True)] + ([(p(0), False)] if p(2) else [])
     if kind == "MemoryData":
         return [(max(p(0), 1) * max(p(1), 1) * max(p(11), 1) * max(p(2), 1), False)]
-    if kind in ("Quantize", "Dequantize", "Requantize"):
-        return None if any(p(k) for k in (0, 1, 2)) and kind != "Dequantize" else ([] if kind != "Dequantize" else None)
+    if kind in ("Quantize", "Dequantize", "Requantize"):  # scales (and biases) by their sizes' keys
+        return [(p(k), False) for k in {"Quantize": (0,), "Dequantize": (0, 1), "Requantize": (0, 1, 2)}[kind] if p(k)]
     if kind in NO_WEIGHTS:
         return []
     return None
-
-
-def _dynamic(layer: NcnnLayer):
-    raise ValueError(f"{layer.kind} {layer.name!r} takes its weights as an input at run time (dynamic_weight=1); they are not stored")
 
 
 class _BinReader:
@@ -179,10 +177,9 @@ class _BinReader:
 
     def __init__(self, path: Path):
         self.path = path
-        self.size = path.stat().st_size
-        self.file = path
-        self.pos = 0
         self.data = memoryview(path.read_bytes())
+        self.size = len(self.data)
+        self.pos = 0
 
     def _bytes(self, n: int, what: str) -> memoryview:
         if n < 0 or n > self.size - self.pos:
