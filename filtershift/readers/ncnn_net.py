@@ -53,7 +53,8 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def companions(path: Path) -> list[Path]:
-    return [_bin_file(path)]
+    weights = _bin_file(path)
+    return [weights] if weights.is_file() else []  # a missing .bin: read says so
 
 
 def read(path: Path, arch: str = "") -> list[ConvWeight]:
