@@ -141,3 +141,18 @@ def test_bit_flips_never_escape_as_anything_but_a_reason(tmp_path):
             read_convolutions(tmp_path / "m.param", "ncnn")
         except ValueError as exc:
             assert "\n" not in str(exc)
+
+
+def test_int8_weights_are_divided_by_their_per_channel_scales(tmp_path):
+    """Hand-written from ncnn's ModelBin layout (no int8 tool installs here): int8 tag, the int8
+    weights padded to 4 bytes, then the raw fp32 bias, weight scales and bottom-blob scale."""
+    q = np.arange(-9, 9, dtype=np.int8).reshape(2, 1, 3, 3)
+    scales = np.array([4.0, 0.5], "<f4")
+    (tmp_path / "q.param").write_text("7767517\n2 2\nInput in 0 1 x\nConvolution c 1 1 x y 0=2 1=3 5=1 6=18 8=1\n")
+    body = np.uint32(ncnn_net.TAG_INT8).tobytes() + q.tobytes() + b"\0\0" + np.zeros(2, "<f4").tobytes()
+    (tmp_path / "q.bin").write_bytes(body + scales.tobytes() + np.array([1.0], "<f4").tobytes())
+    (conv,) = read_convolutions(tmp_path / "q.param", "ncnn")
+    np.testing.assert_array_equal(conv.weight, q.astype(np.float32) / scales[:, None, None, None])
+    (tmp_path / "q.param").write_text("7767517\n2 2\nInput in 0 1 x\nConvolution c 1 1 x y 0=2 1=3 5=1 6=18\n")
+    with pytest.raises(ValueError, match="int8 weights but no int8_scale_term"):
+        read_convolutions(tmp_path / "q.param", "ncnn")

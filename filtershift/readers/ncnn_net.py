@@ -76,6 +76,8 @@ def read(path: Path, arch: str = "") -> list[ConvWeight]:
             raise ValueError(f"layer {layer.name!r} of type {layer.kind} before the last convolution: its weights in {weights_file.name} are not known, so the offsets after it are not either")
         values = [reader.take(count, tagged, f"{layer.kind} {layer.name!r}") for count, tagged in tensors]
         if layer.kind in CONVS:
+            if values and values[0].dtype == np.int8 and not _int(layer, 8):
+                raise ValueError(f"{layer.kind} {layer.name!r}: int8 weights but no int8_scale_term (8=) to dequantize them with")
             convs.append(_conv_weight(layer, level, values))
     return convs
 
@@ -200,7 +202,7 @@ class _BinReader:
             return np.frombuffer(data[: 2 * count], "<f2").astype(np.float32)
         if tag == TAG_INT8:
             data = self._bytes(_align4(count), what)
-            return np.frombuffer(data[:count], np.int8).astype(np.float32)  # scaled later
+            return np.frombuffer(data[:count], np.int8)  # divided by its scales in _conv_weight
         if tag in (0, TAG_FP32):
             return np.frombuffer(self._bytes(4 * count, what), "<f4")
         table = np.frombuffer(self._bytes(4 * 256, what), "<f4")
@@ -219,12 +221,14 @@ def _conv_weight(layer: NcnnLayer, level: int, values: list[np.ndarray]) -> Conv
     if out < 1 or kw < 1 or kh < 1 or groups < 1 or out % groups or size % (out * kh * kw):
         raise ValueError(f"{layer.kind} {layer.name!r}: num_output {out}, kernel {kh}x{kw}, group {groups} do not fit weight_data_size {size}")
     weight = values[0]
+    if _int(layer, 8) and weight.dtype != np.int8:
+        raise ValueError(f"{layer.kind} {layer.name!r}: int8_scale_term set but its weights are not stored as int8")
     if _int(layer, 8):  # int8: divide each output channel (or group) by its scale
         scales = values[2] if _int(layer, 5) else values[1]
         per = np.repeat(scales, out // scales.size) if scales.size and out % scales.size == 0 else None
         if per is None or np.any(per == 0):
             raise ValueError(f"{layer.kind} {layer.name!r}: int8 weight scales do not fit its {out} outputs")
-        weight = (weight.reshape(out, -1) / per[:, None].astype(np.float32)).reshape(-1)
+        weight = (weight.astype(np.float32).reshape(out, -1) / per[:, None].astype(np.float32)).reshape(-1)
     return ConvWeight(name=layer.name, level=level, weight=weight.reshape(out, size // (out * kh * kw), kh, kw), groups=groups)
 
 
