@@ -41,6 +41,8 @@ REGISTRY: tuple[Format, ...] = (
     Format("savedmodel", "tf_savedmodel", folder=True),
     Format("tf_checkpoint", "tf_checkpoint", (".index",)),
     Format("tfjs", "tfjs_model"),  # model.json: by content only (.json is no evidence)
+    Format("caffe", "caffe_net", (".caffemodel",)),
+    Format("ncnn", "ncnn_net", (".param",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
