@@ -35,6 +35,7 @@ REGISTRY: tuple[Format, ...] = (
     Format("torch", "torch_pickle", (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")),
     Format("safetensors", "safetensors_file", (".safetensors",)),
     Format("onnx", "onnx_graph", (".onnx",)),
+    Format("openvino", "openvino_ir", (".xml",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
