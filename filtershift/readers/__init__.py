@@ -43,6 +43,7 @@ REGISTRY: tuple[Format, ...] = (
     Format("tfjs", "tfjs_model"),  # model.json: by content only (.json is no evidence)
     Format("caffe", "caffe_net", (".caffemodel",)),
     Format("ncnn", "ncnn_net", (".param",)),
+    Format("openvino", "openvino_ir", (".xml",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
