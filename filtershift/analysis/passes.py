@@ -452,7 +452,7 @@ def layer_moments_pass(filters: ChunkSource, blocks: tuple[int, ...], wanted: np
     if not blocks:
         return LayerMoments.empty()
     return _compute_one(map_reduce(filters, None, layer_moments_block, FitContext(wanted, "raw"), _merge_layer_moments,
-                                   blocks=blocks, label="layer-moments"))
+                                   blocks=blocks, label="pca-moments"))  # READ 1's dashboard name
 
 
 def block_counts(starts: np.ndarray, stops: np.ndarray, blocks: tuple[int, ...], chunk_rows: int) -> tuple[int, ...]:

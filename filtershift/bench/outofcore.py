@@ -94,3 +94,27 @@ def analyze_cold(db: Path, name: str, extra: tuple[str, ...] = (), command: tupl
     out = run_measured(argv, env)
     out["dropped_bytes"] = dropped
     return out
+
+
+def run_out_of_core(n_filters: int, data: Path, repeats: int = 1, seed: int = 0, workers: int = 2, log=print) -> dict:
+    """The out-of-core section of ``filtershift bench``: the bench's synthetic store of
+    ``n_filters`` (built once under ``data``), then ``repeats`` cold runs of ``filtershift analyze``
+    (defaults, ``workers`` worker processes); each run's figures and their medians."""
+    import statistics
+
+    from filtershift.bench.synthetic import ensure_database
+
+    db, build_seconds = ensure_database(Path(data), n_filters, seed, log=log)
+    runs = []
+    for r in range(repeats):
+        out = analyze_cold(db.path, "bench-out-of-core", ("--workers", str(workers)))
+        log(f"out-of-core run {r + 1}: {out['seconds']:.1f} s, {out['read_bytes'] / 1e9:.2f} GB read, "
+            f"{out['cores_busy']:.2f} cores busy, peak RSS {max(out['peak_rss_mib_per_process'], default=0):.0f} MiB")
+        runs.append(out)
+    store_bytes = sum(f.stat().st_size for f in (db.path / "filters.zarr").rglob("*") if f.is_file())
+    median = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "cpu_seconds", "cores_busy", "read_bytes")}
+    return {
+        "n_filters": n_filters, "store_bytes": store_bytes, "build_seconds": build_seconds, "workers": workers,
+        "cold": "every file of filters.zarr dropped from the page cache with posix_fadvise(DONTNEED) before each run",
+        "median": median, "max_peak_rss_mib": max(max(r["peak_rss_mib_per_process"], default=0) for r in runs), "runs": runs,
+    }
