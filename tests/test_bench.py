@@ -175,3 +175,14 @@ def test_chunk_source_passes_equal_dask_array_passes(tmp_path):
             else:
                 assert np.array_equal(a.counts, b.counts) and np.array_equal(a.scatter, b.scatter)
                 assert all(np.array_equal(x, y) for x, y in zip(a.hist2d, b.hist2d))
+
+
+def test_out_of_core_report(tmp_path):
+    """`bench --out-of-core` on a tiny store: a cold whole-command analysis, with its figures."""
+    report = run_bench(tmp_path, "--out-of-core", "--filters", "20000", "--repeats", "1")
+    assert report["n_filters"] == 20000 and report["store_bytes"] >= 20000 * 36
+    (run,) = report["runs"]
+    assert run["dropped_bytes"] >= 20000 * 36
+    assert run["seconds"] > 0 and run["cpu_seconds"] > 0 and run["read_bytes"] >= 0
+    assert len(run["peak_rss_mib_per_process"]) >= 3  # the command and its two workers
+    assert any(line.startswith("results:") for line in run["log"])

@@ -21,9 +21,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from filtershift.analysis import results as res
+from filtershift.analysis.fitmoments import fit_moments
 from filtershift.analysis.histograms import bin_edges
 from filtershift.analysis.passes import (
-    HistogramContext, HistogramResult, RangeResult, empty_histograms, empty_range, fit_rows, histogram_pass, moments_pass, range_pass,
+    HistogramContext, HistogramResult, RangeResult, block_counts, empty_histograms, empty_range, fit_rows, histogram_pass, range_pass,
 )
 from filtershift.analysis.pca import fit_incremental, pca_from_moments
 from filtershift.analysis.plan import AnalysisPlan, PlanError, basis_conflict, read_plan, reuse_basis
@@ -35,7 +36,8 @@ from filtershift.store.fingerprint import fingerprint
 
 VERSIONED_PACKAGES = ("filtershift", "numpy", "pandas", "dask", "distributed", "dask-ml", "zarr", "scikit-learn", "pyarrow")
 PASSES = {
-    "read_1_moments": "PCA fit: count, mean and centred scatter of the fit filters (covariance) or dask-ml IncrementalPCA",
+    "read_1_moments": "PCA fit: the Chan merge of the fit layers' stored moments (DB/layer_moments.npz), reading only "
+                      "layers whose moments are not stored yet (then stored); or dask-ml IncrementalPCA (a read)",
     "read_2_range": "min/max of the PCA coefficients of the analysed filters; per layer n, sums, max |w|",
     "read_3_histograms": "per-layer 9 x n_bins coefficient counts and layer-statistics sums; 2-D pair histograms",
 }
@@ -115,17 +117,17 @@ def compute_analysis(db: Database, plan: AnalysisPlan, parameters: dict[str, Any
     bins but reads every layer (the reference an analysis on a basis must equal)."""
     timing: dict[str, float] = {}
     t_start = time.perf_counter()
-    chunks = db.chunks()  # each pass task reads its own chunk of both arrays
+    chunks = db.chunks()  # each pass task reads its own chunk; layers come from the layer table
     say(plan.describe())
     basis = res.load_results(db.path, plan.basis) if plan.reused is not None else None
     fixed = (basis.pca, basis.bins) if basis is not None else fixed
     read = read_plan(plan) if basis is not None else plan
 
     t = time.perf_counter()
-    pca = fit_pca(db, plan, chunks) if fixed is None else fixed[0]
+    pca, fit_note = fit_pca(db, plan, chunks) if fixed is None else (fixed[0], {})
     timing["read_1_moments"] = time.perf_counter() - t
-    say(f"read 1 (PCA, {plan.pca_method}): {timing['read_1_moments']:.1f} s" if fixed is None else
-        f"read 1 skipped: PCA of {basis.name if basis else 'the given basis'}")
+    say(f"read 1 (PCA, {plan.pca_method}{', ' + fit_note['how'] if fit_note else ''}): {timing['read_1_moments']:.1f} s"
+        if fixed is None else f"read 1 skipped: PCA of {basis.name if basis else 'the given basis'}")
     say(f"  q = {np.round(pca.explained_variance_ratio, 4).tolist()}")
 
     t = time.perf_counter()
@@ -149,7 +151,10 @@ def compute_analysis(db: Database, plan: AnalysisPlan, parameters: dict[str, Any
     timing["summaries"] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t_start
     frozen = None if fixed is None else frozen_provenance(basis, plan, read, hist, skipped)
-    return dataclasses.replace(output, provenance=provenance(db, plan, output, parameters, timing, frozen))
+    prov = provenance(db, plan, output, parameters, timing, frozen)
+    if fit_note:
+        prov["fit_moments"] = fit_note
+    return dataclasses.replace(output, provenance=prov)
 
 
 def frozen_provenance(basis: res.Results | None, plan: AnalysisPlan, read: AnalysisPlan, hist: HistogramResult,
@@ -181,22 +186,30 @@ def _non_finite_error(db: Database, what: str) -> DatabaseError:
     )
 
 
-def fit_pca(db: Database, plan: AnalysisPlan, chunks) -> PCAResult:
-    """READ 1: the PCA fitted on the plan's fit rows (exact covariance or dask-ml IncrementalPCA)."""
+def fit_pca(db: Database, plan: AnalysisPlan, chunks) -> tuple[PCAResult, dict[str, Any]]:
+    """READ 1: the PCA fitted on the plan's fit rows — exact covariance from the per-layer moments
+    (stored, or read once and stored), or dask-ml IncrementalPCA over a read — and how it was got."""
     fit_filters = "some of the filters the PCA is fitted on"
     if plan.pca_method == "covariance":
-        moments = moments_pass(chunks, None, plan.fit_blocks, plan.fit_lookup, plan.scaling)
+        fm = fit_moments(db, plan, chunks)
+        moments = fm.moments
         if not (np.isfinite(moments.mean).all() and np.isfinite(moments.m2).all()):
             raise _non_finite_error(db, fit_filters)
-        return pca_from_moments(moments, plan.scaling, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
-    x = fit_rows(db.filters(), db.layer_ids(), plan.fit_blocks, plan.fit_lookup, plan.scaling)
+        how = ("from stored moments" if not fm.n_layers_read else
+               f"moments of {fm.n_layers_read:,} layers read from {fm.n_chunks_read:,} chunks, {fm.stored}")
+        note = {"how": how, "n_layers_stored": fm.n_layers_stored, "n_layers_read": fm.n_layers_read,
+                "n_chunks_read": fm.n_chunks_read, "stored": fm.stored}
+        return pca_from_moments(moments, plan.scaling, fit_on=plan.fit_on, n_analysed=plan.n_analysed), note
+    fit_table = db.layers[plan.fit_lookup[db.layers["layer_id"].to_numpy(np.int64)]]
+    counts = block_counts(fit_table["start"].to_numpy(np.int64), fit_table["stop"].to_numpy(np.int64), plan.fit_blocks, db.chunk_rows)
+    x = fit_rows(chunks, plan.fit_blocks, counts, plan.fit_lookup, plan.scaling)
     try:  # NaN/Inf rows end its SVD in LinAlgError (finite 9-column data always converges)
         pca = fit_incremental(x, plan.scaling, batch_size=db.chunk_rows, fit_on=plan.fit_on, n_analysed=plan.n_analysed)
     except np.linalg.LinAlgError as exc:
         raise _non_finite_error(db, fit_filters) from exc
     if not (np.isfinite(pca.mean).all() and np.isfinite(pca.components).all()):
         raise _non_finite_error(db, fit_filters)
-    return pca
+    return pca, {"how": f"read of {len(plan.fit_blocks):,} chunks"}
 
 
 def coefficient_range(db: Database, plan: AnalysisPlan, chunks, pca: PCAResult) -> RangeResult:

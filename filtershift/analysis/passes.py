@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 
 from filtershift.analysis.counting import count_rows, range_rows, symmetrise
+from filtershift.analysis.moments import LayerMoments, layer_moments
 from filtershift.analysis.pca import Moments, prepare, row_absmax
 from filtershift.analysis.types import PCAResult, project
 from filtershift.runtime.malloc import relax_malloc
@@ -195,6 +196,20 @@ def moments_block(x: np.ndarray, lid: np.ndarray, ctx: FitContext) -> np.ndarray
     return _wrap(m)
 
 
+def layer_moments_block(x: np.ndarray, lid: np.ndarray, ctx: FitContext) -> np.ndarray:
+    """Per-layer moments (both scalings) of the rows of the layers ``ctx.fit_lookup`` selects;
+    a layer cut by the chunk's edges gives its piece (pieces are merged by :meth:`LayerMoments.merge`)."""
+    _relax_malloc()
+    x, _ = _select(x, lid, ctx.fit_lookup)
+    lid = lid[ctx.fit_lookup[lid]]
+    if len(lid) == 0:
+        return _wrap(LayerMoments.empty())
+    edges = np.flatnonzero(np.diff(lid)) + 1  # rows of a layer are contiguous
+    firsts = np.concatenate([[0], edges])
+    sizes = np.diff(np.concatenate([firsts, [len(lid)]]))
+    return _wrap(layer_moments(x, lid[firsts], sizes))
+
+
 def range_block(x: np.ndarray, lid: np.ndarray, ctx: RangeContext) -> np.ndarray:
     _relax_malloc()
     x, pos = _select(x, lid, ctx.layer_lookup)
@@ -316,6 +331,10 @@ def _merge_moments(a: Moments, b: Moments) -> Moments:
     return a.merge(b)
 
 
+def _merge_layer_moments(a: LayerMoments, b: LayerMoments) -> LayerMoments:
+    return a.merge(b)
+
+
 def _merge_range(a, b):
     if a is None:
         return b
@@ -427,19 +446,33 @@ def moments_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bl
     return _compute_one(map_reduce(x, lid, moments_block, FitContext(fit_lookup, scaling), _merge_moments, blocks=blocks, label="pca-moments"))
 
 
-def fit_rows(filters: da.Array, layer_ids: da.Array, blocks: tuple[int, ...], fit_lookup: np.ndarray, scaling: str) -> da.Array:
+def layer_moments_pass(filters: ChunkSource, blocks: tuple[int, ...], wanted: np.ndarray) -> LayerMoments:
+    """The one read that fills missing stored moments: per layer selected by ``wanted``
+    (``wanted[layer_id]``), both scalings (see :mod:`filtershift.analysis.moments`)."""
+    if not blocks:
+        return LayerMoments.empty()
+    return _compute_one(map_reduce(filters, None, layer_moments_block, FitContext(wanted, "raw"), _merge_layer_moments,
+                                   blocks=blocks, label="pca-moments"))  # READ 1's dashboard name
+
+
+def block_counts(starts: np.ndarray, stops: np.ndarray, blocks: tuple[int, ...], chunk_rows: int) -> tuple[int, ...]:
+    """Rows of the layers ``[starts, stops)`` in each store chunk of ``blocks`` (from the table)."""
+    lo = np.asarray(blocks, np.int64)[:, None] * chunk_rows
+    overlap = np.minimum(stops[None, :], lo + chunk_rows) - np.maximum(starts[None, :], lo)
+    return tuple(int(v) for v in np.clip(overlap, 0, None).sum(axis=1))
+
+
+def fit_rows(source: ChunkSource, blocks: tuple[int, ...], counts: tuple[int, ...], fit_lookup: np.ndarray, scaling: str) -> da.Array:
     """The fit filters in analysed form (float64) as a lazy dask array with known chunks (for
-    dask-ml). Counting the rows per chunk reads only the ``layer`` column."""
-    x, lid = select_blocks(filters, blocks), select_blocks(layer_ids, blocks)
-    keep = lid.map_blocks(lambda l: fit_lookup[l], dtype=bool)
-    if bool(da.all(keep).compute()):
-        return x.map_blocks(prepare, scaling, dtype=np.float64)
-    counts = tuple(int(c) for c in keep.map_blocks(lambda k: np.array([k.sum()]), chunks=(1,), dtype=np.int64).compute())
+    dask-ml): chunk ``blocks[k]`` contributes its ``counts[k]`` fit rows (:func:`block_counts`)."""
+    index = da.from_array(np.asarray(blocks, dtype=np.int64), chunks=1)
+    token = dask.base.tokenize(index, source, fit_lookup, scaling)
 
-    def block(xb, lb):
-        return prepare(xb[fit_lookup[lb]], scaling)
+    def block(i: np.ndarray) -> np.ndarray:
+        x, lid = source.read(int(i[0]))
+        return prepare(x[fit_lookup[lid]], scaling)
 
-    return da.blockwise(block, "ij", x, "ij", lid, "i", dtype=np.float64, adjust_chunks={"i": counts}, concatenate=True)
+    return da.map_blocks(block, index, dtype=np.float64, chunks=(counts, (9,)), new_axis=1, name=f"fit-rows-{token}")
 
 
 def range_pass(filters: da.Array | ChunkSource, layer_ids: da.Array | None, blocks: tuple[int, ...], layer_lookup: np.ndarray, scaling: str, pca: PCAResult, n_layers: int) -> RangeResult:

@@ -27,7 +27,10 @@ from filtershift.store import (
     DEFAULT_CHUNK_ROWS, FILTERS_STORE, LAYERS_TABLE, MODELS_TABLE, DatabaseError, aligned_chunks, append_rows,
     ensure_store, layer_of_rows, open_database, resize_rows, write_table,
 )
+from filtershift.analysis.moments import LayerMoments, to_arrays
+from filtershift.analysis.passes import FitContext, layer_moments_block, map_reduce
 from filtershift.store.files import atomic_write, atomic_write_text
+from filtershift.store.moments import write_moments
 
 PROGRESS_FILE = "import-cnnfilterdb.json"
 MAP_ATTRIBUTE = "filtershift"  # root attribute of an exported file: the ColumnMap as JSON
@@ -185,6 +188,7 @@ def import_file(path: str | os.PathLike, db: str | os.PathLike, chunk_rows: int 
     chunk_rows = int(group["filters"].chunks[0])
     done = int(state["rows_done"]) if state else 0
     resumed_from = done
+    computed = LayerMoments.empty()
     _write_json(marker, {"fingerprint": fingerprint, "rows_done": done, "complete": False})
     reader = HDF5Rows(str(source.path.resolve()), source.dataset, source.n_rows)
     starts = tables.layers["start"].to_numpy(np.int64)
@@ -199,7 +203,10 @@ def import_file(path: str | os.PathLike, db: str | os.PathLike, chunk_rows: int 
         filters = source_rows[done:stop]
         index = da.arange(done, stop, chunks=rows, dtype=np.int64)
         layer = index.map_blocks(layer_of_rows, starts, stops, ids, dtype=np.int32)
-        dask.compute(append_rows(group, done, filters, layer, compute=False), **compute_kwargs)
+        filters = filters.rechunk((rows, 9))
+        moments = batch_moments(filters, layer, int(ids.max(initial=-1)) + 1)  # shares the batch's read tasks
+        _, part = dask.compute(append_rows(group, done, filters, layer, compute=False), moments, **compute_kwargs)
+        computed = computed.merge(part[0])
         done = stop
         _write_json(marker, {"fingerprint": fingerprint, "rows_done": done, "complete": False})
         if progress is not None:
@@ -208,7 +215,18 @@ def import_file(path: str | os.PathLike, db: str | os.PathLike, chunk_rows: int 
     write_table(tables.layers, db / LAYERS_TABLE)
     write_table(tables.models, db / MODELS_TABLE)
     _write_json(marker, {"fingerprint": fingerprint, "rows_done": done, "complete": True})
+    # The layers' PCA moments, after the commit (a cache): on a resumed import, only of the layers
+    # read whole in this run; the first analysis reads the others once.
+    whole = tables.layers[tables.layers["start"] >= resumed_from]
+    computed = computed.take(np.isin(computed.layer_id, whole["layer_id"].to_numpy(np.int64)))
+    write_moments(db, to_arrays(computed, tables.layers), tables.layers)
     return ImportResult(db, source.n_rows, len(tables.layers), len(tables.models), resumed_from, False, tables.notes)
+
+
+def batch_moments(filters: da.Array, layer: da.Array, n_ids: int) -> da.Array:
+    """The per-layer PCA moments of a batch's rows (a (1,) object array holding a LayerMoments)."""
+    return map_reduce(filters, layer, layer_moments_block, FitContext(np.ones(max(n_ids, 1), dtype=bool), "raw"),
+                      LayerMoments.merge, label="layer-moments")
 
 
 def export_file(db: str | os.PathLike, path: str | os.PathLike, float64: bool = False, batch_chunks: int = BATCH_CHUNKS,

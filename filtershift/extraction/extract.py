@@ -20,6 +20,7 @@ import pandas as pd
 
 from filtershift import store
 from filtershift.extraction.chunkplan import ChunkWrite, plan_chunk_writes
+from filtershift.extraction.layermoments import record_layer_moments
 from filtershift.runtime.failpoints import failpoint
 from filtershift.extraction.manifest import META_COLUMNS, Entry
 from filtershift.extraction.rerun import CHANGED, CURRENT, classify, file_fingerprint, live_rows_by_name, refuse_changed, stored_by_name
@@ -186,6 +187,7 @@ def consolidate(db: Path, entries: list[Entry], staged: list[Staged], chunk_rows
     failpoint("consolidate:layers-written")
     store.write_table(models_out, db / store.MODELS_TABLE)  # the commit
     failpoint("consolidate:committed")
+    record_layer_moments(db, [(folder, *layer_runs[folder]) for folder, _ in sources], layers_out)
     for result in staged:
         if result.status == "ok" and result.folder:
             shutil.rmtree(result.folder, ignore_errors=True)

@@ -21,6 +21,7 @@ from filtershift.schema import LAYER_COLUMNS, LAYER_DTYPES, MODEL_COLUMNS, MODEL
 from filtershift.store.arrays import layer_of_rows, read_rows, resize_rows
 from filtershift.store.errors import DatabaseError
 from filtershift.store.files import atomic_write, exclusive_lock
+from filtershift.store.moments import matching, read_moments, remove_moments, save_moments
 
 FILTERS_STORE = "filters.zarr"
 MODELS_TABLE = "models.parquet"
@@ -58,8 +59,22 @@ class Database:
         return arr[: self.n_rows]
 
     def chunks(self) -> StoreChunks:
-        """The store as chunks each task reads itself (see :class:`StoreChunks`)."""
-        return StoreChunks(str(self.path / FILTERS_STORE), self.n_rows, self.chunk_rows)
+        """The store as chunks each task reads itself (see :class:`StoreChunks`); the rows' layers
+        come from the layer table's row ranges, never from the ``layer`` array."""
+        ordered = self.layers.sort_values("start", kind="stable")
+        return StoreChunks(str(self.path / FILTERS_STORE), self.n_rows, self.chunk_rows,
+                           ordered["start"].to_numpy(np.int64), ordered["stop"].to_numpy(np.int64),
+                           ordered["layer_id"].to_numpy(np.int32), PREFETCH_CHUNKS)
+
+    def layer_moments(self) -> dict[str, np.ndarray]:
+        """The stored per-layer PCA moments of this database's layers (those not stored, or stale,
+        are absent; see :mod:`filtershift.store.moments`)."""
+        return matching(read_moments(self.path), self.layers)
+
+    def store_layer_moments(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """Keep computed per-layer moments for the next analysis, under the writer lock without
+        waiting; None when stored, else why they were not (busy or read-only database)."""
+        return save_moments(self.path, arrays, writer_lock, lambda: accounted_layers(*read_tables(self.path)))
 
     def read_rows(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``[start, stop)`` (default: all) in memory as (filters, layer_id), without dask."""
@@ -67,12 +82,34 @@ class Database:
 
 
 _OPEN_GROUPS: dict[tuple, zarr.Group] = {}
+# Chunks after the one being read whose files the kernel is asked to read ahead (posix_fadvise
+# WILLNEED: asynchronous, so the disk works while this task computes). Measured in
+# docs/performance.md ("cold reads"): a cold analysis with 2 workers, 0 vs 2 vs 4 chunks ahead.
+PREFETCH_CHUNKS = 2
 
 
-@dataclass(frozen=True)
+def advise_will_need(chunk_file: str) -> None:
+    """Ask the kernel to read ``chunk_file`` into the page cache in the background (best effort:
+    a missing file, an empty chunk or a platform without ``posix_fadvise`` is ignored)."""
+    try:
+        fd = os.open(chunk_file, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except (OSError, AttributeError):
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, eq=False)
 class StoreChunks:
-    """Store chunks read inside the task that uses them: ``read(b)`` returns chunk ``b`` as
-    (filters (n, 9) float32, layer_id (n,) int32). Small and picklable (a path, not the data).
+    """Store chunks read inside the task that uses them: ``read(b)`` returns the rows of chunk ``b``
+    that belong to a layer of the database as (filters (n, 9) float32, layer_id (n,) int32). Small
+    and picklable (a path and the layers' row ranges, not the data). The ``layer_id`` of each row
+    comes from the ranges ``[starts, stops)`` (sorted; rows of a layer are contiguous), so the
+    ``layer`` array is never opened: the reads move only the filters.
 
     Given two dask arrays from ``from_zarr``, every chunk's partial would depend on two separate
     read tasks, which the distributed scheduler places independently, shipping chunks between
@@ -83,11 +120,24 @@ class StoreChunks:
     path: str
     n_rows: int
     chunk_rows: int
+    starts: np.ndarray
+    stops: np.ndarray
+    layer_ids: np.ndarray
+    prefetch: int = PREFETCH_CHUNKS
 
     def read(self, block: int) -> tuple[np.ndarray, np.ndarray]:
-        group = self._group()
         lo, hi = block * self.chunk_rows, min((block + 1) * self.chunk_rows, self.n_rows)
-        return group["filters"][lo:hi], group["layer"][lo:hi]
+        for ahead in range(block + 1, min(block + 1 + self.prefetch, -(-self.n_rows // self.chunk_rows))):
+            advise_will_need(os.path.join(self.path, "filters", "c", str(ahead), "0"))
+        x = self._group()["filters"][lo:hi]
+        first = int(np.searchsorted(self.stops, lo, side="right"))
+        last = int(np.searchsorted(self.starts, hi, side="left"))
+        a = np.clip(self.starts[first:last], lo, hi) - lo
+        b = np.clip(self.stops[first:last], lo, hi) - lo
+        lid = np.repeat(self.layer_ids[first:last], b - a)
+        if len(lid) == len(x):  # the layers tile the chunk (always, but for rows of removed models)
+            return x, lid
+        return np.concatenate([x[i:j] for i, j in zip(a.tolist(), b.tolist())]) if len(a) else x[:0], lid
 
     def _group(self) -> zarr.Group:
         # Opened once per process and store state: the metadata's mtime is in the key, so a worker
@@ -232,6 +282,7 @@ def ensure_store(path: Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> zarr.Group
             raise DatabaseError(f"{store} exists but lacks the 'filters' or 'layer' array; remove it and re-extract.")
         return group
     path.mkdir(parents=True, exist_ok=True)
+    remove_moments(path)  # moments of an earlier store in this folder describe other rows
     group = zarr.open_group(str(store), mode="w-", zarr_format=3)
     group.create_array("filters", shape=(0, 9), chunks=(chunk_rows, 9), dtype="float32", compressors=None, fill_value=0.0)
     group.create_array("layer", shape=(0,), chunks=(chunk_rows,), dtype="int32", compressors=None, fill_value=-1)

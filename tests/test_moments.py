@@ -1,0 +1,191 @@
+"""Stored per-layer PCA moments (DB/layer_moments.npz) and reads that never open the ``layer`` array.
+
+- the PCA from stored moments equals the PCA from a read of the filters to 1e-12 (both scalings,
+  --where / --fit-on selections, 1, 2 and 4 chunks);
+- a database without stored moments gets them in one read, and the next analysis reads none;
+- a busy or read-only database, a stale or damaged moments file never change a result;
+- extraction and the CNN-Filter-DB import store the moments of what they commit;
+- the analysis reads run with the ``layer`` array gone from disk.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+
+from filtershift.analysis import fitmoments, passes
+from filtershift.analysis.compute import analyze
+from filtershift.analysis.moments import layer_moments, to_layer_moments
+from filtershift.analysis.pca import Moments, pca_from_moments, prepare
+from filtershift.analysis.plan import make_plan
+from filtershift.analysis.results import load_results
+from filtershift.store import FILTERS_STORE, open_database, writer_lock
+from filtershift.store.moments import MOMENTS_FILE, read_moments
+
+from tests.test_analysis_reference import FILTERS, LAYERS, MODELS, N
+
+SELECTIONS = [
+    {},
+    {"where": "task != 'gan'"},
+    {"fit_on": "data_type == 'natural'"},
+    {"where": "depth_decile >= 3", "fit_on": "family == 'vgg'"},
+]
+
+
+def make_db(synthetic_db, n_chunks: int = 3):
+    return synthetic_db(MODELS, LAYERS, FILTERS, chunk_rows=-(-N // n_chunks))
+
+
+def run(db, name: str = "t", **settings):
+    with dask.config.set(scheduler="sync"):
+        plan = make_plan(db.models, db.layers, db.chunk_rows, by=["task"], **settings)
+        analyze(db, plan, name, log=False)
+    return load_results(db.path, name)
+
+
+def read_pca(db, plan):
+    """The PCA from a read of the fit rows (the former READ 1)."""
+    m = passes.moments_pass(db.chunks(), None, plan.fit_blocks, plan.fit_lookup, plan.scaling)
+    return pca_from_moments(m, plan.scaling)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 4])
+@pytest.mark.parametrize("scaling", ["scaled", "raw"])
+@pytest.mark.parametrize("selection", SELECTIONS, ids=lambda s: ",".join(s) or "all")
+def test_pca_from_stored_moments_equals_a_read(synthetic_db, n_chunks, scaling, selection):
+    db = make_db(synthetic_db, n_chunks)
+    plan = make_plan(db.models, db.layers, db.chunk_rows, scaling=scaling, **selection)
+    with dask.config.set(scheduler="sync"):
+        first = fitmoments.fit_moments(db, plan, db.chunks())  # reads and stores
+        again = fitmoments.fit_moments(db, plan, db.chunks())  # from the file alone
+        expected = read_pca(db, plan)
+    assert first.n_layers_read > 0 and again.n_layers_read == 0 and again.n_chunks_read == 0
+    for got in (first.moments, again.moments):
+        pca = pca_from_moments(got, scaling)
+        assert pca.n_filters == plan.n_fit == expected.n_filters
+        np.testing.assert_allclose(pca.mean, expected.mean, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(pca.components, expected.components, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(pca.explained_variance, expected.explained_variance, rtol=1e-12, atol=1e-15)
+
+
+def test_layer_moments_are_the_moments_of_each_layer():
+    sizes = LAYERS["n_filters"].to_numpy()
+    lm = layer_moments(FILTERS, LAYERS["layer_id"].to_numpy(), sizes)
+    for k, (a, b) in enumerate(zip(LAYERS["start"], LAYERS["stop"])):
+        for scaling, stacked in (("raw", lm.raw), ("scaled", lm.scaled)):
+            ref = Moments.of(prepare(FILTERS[a:b], scaling))
+            assert stacked.n[k] == b - a
+            np.testing.assert_allclose(stacked.mean[k], ref.mean, rtol=0, atol=1e-14)
+            np.testing.assert_allclose(stacked.m2[k], ref.m2, rtol=1e-12, atol=1e-13)
+    # pieces of a layer merge into the layer
+    a, b = int(LAYERS["start"][0]), int(LAYERS["stop"][0])
+    half = (a + b) // 2
+    pieces = layer_moments(FILTERS[a:b], [0, 0], [half - a, b - half])
+    whole = pieces.take([0]).merge(pieces.take([1]))
+    np.testing.assert_allclose(whole.scaled.m2[0], lm.scaled.m2[0], rtol=1e-12, atol=1e-13)
+
+
+def test_database_without_moments_gets_them_once_then_reuses_them(synthetic_db, monkeypatch):
+    db = make_db(synthetic_db)
+    assert not (db.path / MOMENTS_FILE).exists()
+    reads = []
+    real = passes.layer_moments_pass
+    monkeypatch.setattr(fitmoments, "layer_moments_pass", lambda *a: reads.append(a[1]) or real(*a))
+    first = run(db, "a")
+    assert len(reads) == 1 and (db.path / MOMENTS_FILE).exists()
+    assert first.provenance["fit_moments"]["stored"] == "stored"
+    assert first.provenance["fit_moments"]["n_layers_read"] == int((LAYERS["n_filters"] > 0).sum())
+    stored = read_moments(db.path)
+    assert sorted(stored["layer_id"].tolist()) == sorted(LAYERS.loc[LAYERS["n_filters"] > 0, "layer_id"].tolist())
+    second = run(open_database(db.path), "b", fit_on="task == 'gan'")
+    assert len(reads) == 1, "the second analysis read the filters for moments"
+    assert second.provenance["fit_moments"] == {"how": "from stored moments", "n_layers_stored": second.provenance["fit_moments"]["n_layers_stored"],
+                                                "n_layers_read": 0, "n_chunks_read": 0, "stored": None}
+    np.testing.assert_array_equal(run(db, "c").pca.components, first.pca.components)
+
+
+def test_busy_or_read_only_database_computes_moments_without_storing(synthetic_db, monkeypatch):
+    db = make_db(synthetic_db)
+    with writer_lock(db.path):  # another writer (an extraction) holds the database
+        busy = run(db, "busy")
+    assert "not stored" in busy.provenance["fit_moments"]["stored"] and not (db.path / MOMENTS_FILE).exists()
+    monkeypatch.setattr("filtershift.store.moments.atomic_write", _read_only)
+    ro = run(db, "ro")
+    assert "cannot write" in ro.provenance["fit_moments"]["stored"] and not (db.path / MOMENTS_FILE).exists()
+    np.testing.assert_array_equal(busy.pca.components, ro.pca.components)
+
+
+def _read_only(*args, **kwargs):
+    raise PermissionError(13, "Read-only file system")
+
+
+def test_stale_or_damaged_moments_are_recomputed(synthetic_db):
+    db = make_db(synthetic_db)
+    reference = run(db, "ref")
+    target = db.path / MOMENTS_FILE
+    stored = read_moments(db.path)
+    wrong = dict(stored, scaled_mean=stored["scaled_mean"] + 1.0, start=stored["start"] + 1)  # rows of another store
+    np.savez(target, **wrong)
+    assert len(db.layer_moments()["layer_id"]) == 0  # no entry matches a layer: all ignored
+    again = run(db, "stale")
+    assert again.provenance["fit_moments"]["n_layers_read"] > 0
+    np.testing.assert_allclose(again.pca.components, reference.pca.components, rtol=0, atol=1e-12)
+    target.write_bytes(b"PK\x03\x04 not a zip")
+    assert read_moments(db.path) is None
+    assert run(db, "damaged").provenance["fit_moments"]["stored"] == "stored"
+    assert read_moments(db.path) is not None
+
+
+def test_reads_never_open_the_layer_array(synthetic_db):
+    db = make_db(synthetic_db, 4)
+    before = run(db, "before", fit_on="data_type == 'medical'")
+    (db.path / MOMENTS_FILE).unlink()  # READ 1 reads again too
+    layer = db.path / FILTERS_STORE / "layer"
+    layer.rename(layer.with_name("layer-gone"))
+    try:
+        opened = open_database(db.path)
+        after = run(opened, "after", fit_on="data_type == 'medical'")
+        incremental = run(opened, "inc", pca="incremental")
+    finally:
+        layer.with_name("layer-gone").rename(layer)
+    np.testing.assert_array_equal(after.pca.components, before.pca.components)
+    np.testing.assert_array_equal(after.layer_histograms()[1], before.layer_histograms()[1])
+    assert incremental.pca.method == "incremental"
+
+
+def test_cnnfilterdb_import_stores_the_moments(tmp_path):
+    from filtershift.cnnfilterdb import import_file
+
+    from tests.test_cnnfilterdb import reference_tables, write_reference
+
+    filters, meta = reference_tables()
+    write_reference(tmp_path / "in.h5", filters, meta)
+    import_file(tmp_path / "in.h5", tmp_path / "db", chunk_rows=37, batch_chunks=2, scheduler="synchronous")
+    db = open_database(tmp_path / "db")
+    stored = to_layer_moments(db.layer_moments())
+    rows = db.read_rows()[0]
+    assert sorted(stored.layer_id.tolist()) == sorted(db.layers["layer_id"].tolist())
+    for layer in db.layers.itertuples():
+        k = int(np.flatnonzero(stored.layer_id == layer.layer_id)[0])
+        ref = Moments.of(prepare(rows[layer.start:layer.stop], "scaled"))
+        np.testing.assert_allclose(stored.scaled.m2[k], ref.m2, rtol=1e-12, atol=1e-13)
+
+
+def test_extraction_stores_the_moments_of_what_it_commits(tmp_path, tests_arch):
+    from tests.nets import make_model, save_all_formats
+    from tests.test_extract import extract, write_manifest
+
+    paths = save_all_formats(make_model(0), tmp_path, "m0")
+    rows = [{"path": p.name, "name": f"m0-{kind}", "arch": "" if kind in ("torchscript", "onnx") else "tests:mixed"}
+            for kind, p in list(paths.items())[:2]]
+    extract(write_manifest(tmp_path, rows[:1]), tmp_path / "db")
+    extract(write_manifest(tmp_path, rows), tmp_path / "db")  # an append (same content: skipped) keeps them
+    db = open_database(tmp_path / "db")
+    stored = to_layer_moments(db.layer_moments())
+    assert sorted(stored.layer_id.tolist()) == sorted(db.layers.loc[db.layers["n_filters"] > 0, "layer_id"].tolist())
+    rows_ = db.read_rows()[0]
+    for layer in db.layers.itertuples():
+        k = int(np.flatnonzero(stored.layer_id == layer.layer_id)[0])
+        ref = Moments.of(prepare(rows_[layer.start:layer.stop], "raw"))
+        np.testing.assert_allclose(stored.raw.mean[k], ref.mean, rtol=0, atol=1e-14)
