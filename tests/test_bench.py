@@ -185,4 +185,4 @@ def test_out_of_core_report(tmp_path):
     assert run["dropped_bytes"] >= 20000 * 36
     assert run["seconds"] > 0 and run["cpu_seconds"] > 0 and run["read_bytes"] >= 0
     assert len(run["peak_rss_mib_per_process"]) >= 3  # the command and its two workers
-    assert any(line.startswith("results:") for line in run["log"])
+    assert any(line.startswith("wrote ") for line in run["log"])  # the analysis finished and wrote its results

@@ -79,7 +79,7 @@ def run_measured(argv: list[str], env: dict | None = None) -> dict:
         "seconds": wall, "cpu_seconds": cpu, "cores_busy": cpu / wall if wall else 0.0,
         "read_bytes": sum(p["read_bytes"] for p in procs),
         "peak_rss_mib_per_process": sorted((p["peak_rss"] / 2**20 for p in procs), reverse=True),
-        "log": [line for line in output.splitlines() if line.startswith(("read ", "results:"))],
+        "log": [line for line in output.splitlines() if line.startswith(("read ", "results:", "wrote "))],
     }
 
 
