@@ -41,6 +41,7 @@ REGISTRY: tuple[Format, ...] = (
     Format("savedmodel", "tf_savedmodel", folder=True),
     Format("tf_checkpoint", "tf_checkpoint", (".index",)),
     Format("tfjs", "tfjs_model"),  # model.json: by content only (.json is no evidence)
+    Format("flax", "flax_msgpack", (".msgpack",)),
     Format("caffe", "caffe_net", (".caffemodel",)),
     Format("ncnn", "ncnn_net", (".param",)),
     Format("openvino", "openvino_ir", (".xml",)),
