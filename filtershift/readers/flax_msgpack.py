@@ -17,16 +17,17 @@ state-dict rule of :mod:`filtershift.readers.statedict` has):
   (``opt_state``, ``optimizer``, ``param_states``, ``batch_stats``, ``ema_params``, ...) are never
   read;
 - a conv is a 4-D floating leaf named ``kernel`` (H, W, I, O) whose module's own name looks like a
-  convolution: it contains ``conv`` (``Conv_0``, ``conv1``, ``DepthwiseConv``, ``convolution``), or
-  it is one of the conv names of known model code (``downsample``, ``shortcut``, ``projection``,
-  ``patch_embed*``, ``stem``, ``embedding``); a 4-D kernel of a module named otherwise is not
-  counted (a Dense over two axes has one too);
+  convolution: it contains ``conv`` (``Conv_0``, ``conv1``, ``convolution``) or says depthwise
+  (``depthwise``, ``dw``), or it is one of the conv names of known model code (``downsample``,
+  ``shortcut``, ``projection``, ``patch_embed*``, ``stem``, ``embedding``); a 4-D kernel of a
+  module named otherwise is not counted (a ``DenseGeneral`` over two axes has one too);
 - a module whose name says transposed (``ConvTranspose_0``, ``deconv``, ``up_conv``, ...) is
   excluded; Flax's ``ConvTranspose`` kernel has the same layout, so a neutrally named one counts;
 - kernel (o, i) = K[:, :, i, o]: Flax's grouped kernel (H, W, I/groups, O) is PyTorch's
   (O, I/groups, H, W) transposed. ``feature_group_count`` is not stored: a kernel with I = 1 whose
-  module name says depthwise (``depthwise``, ``dw``) has groups = O (depth multiplier 1 assumed);
-  every other conv has groups unknown (-1);
+  module name says depthwise (``depthwise``, ``dw``) has groups = O (depth multiplier 1 assumed:
+  a depthwise conv with multiplier M has groups O / M, which the file does not tell); every other
+  conv has groups unknown (-1);
 - order: a map whose keys are in plain sorted order (as JAX's tree functions leave them, e.g. after
   ``jax.jit(model.init)`` or an optax update) is read in natural order (``Conv_2`` before
   ``Conv_10``); any other map in its stored order, which is Flax's module creation order. In a
@@ -156,7 +157,7 @@ def _walk(tree: dict, path: tuple[str, ...], convs: list[ConvWeight]) -> None:
 
 
 def _is_conv_module(name: str) -> bool:
-    return bool(CONV_NAME.search(name)) and not TRANSPOSED_PATTERN.search(name)
+    return bool(CONV_NAME.search(name) or DEPTHWISE_NAME.search(name)) and not TRANSPOSED_PATTERN.search(name)
 
 
 def _conv(value, where: tuple[str, ...], level: int) -> ConvWeight | None:
