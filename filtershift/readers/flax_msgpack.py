@@ -131,7 +131,9 @@ def load_tree(path: Path) -> dict:
                 data, ext_hook=Leaf, raw=False, strict_map_key=True, use_list=True,
                 max_str_len=min(size, 2**20), max_bin_len=size, max_ext_len=size, max_array_len=limit, max_map_len=min(limit, size // 2),
             )
-        except (ValueError, TypeError, msgpack.exceptions.ExtraData) as exc:  # FormatError, StackError, OutOfData are ValueErrors
+        except msgpack.exceptions.StackError:
+            raise ValueError(f"{path.name}: maps or lists nest deeper than msgpack's limit; not a Flax checkpoint") from None
+        except (ValueError, TypeError) as exc:  # ExtraData, FormatError, OutOfData are ValueErrors too
             raise ValueError(f"{path.name}: not a readable msgpack file ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(tree, dict):
         raise ValueError(f"{path.name}: its msgpack content is a {type(tree).__name__}, not a map of parameters; not a Flax checkpoint")
@@ -196,7 +198,7 @@ def decode_array(leaf: Leaf, name: str) -> np.ndarray | None:
     shape, dtype_name, buffer = parts
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ValueError(f"layer {name}: array shape {shape} is not a list of sizes")
-    dtype = _float_dtype(dtype_name.decode("ascii", "replace"), name)
+    dtype = _float_dtype(dtype_name.decode("ascii", "backslashreplace"), name)
     claimed = math.prod(shape) * dtype.itemsize
     if claimed != len(buffer):
         raise ValueError(f"layer {name}: shape {tuple(shape)} of {dtype.name} claims {claimed:,} bytes but {len(buffer):,} are stored; refused")
