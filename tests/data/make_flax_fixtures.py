@@ -3,6 +3,7 @@ hand, never at test time; CPU only):
 
     python3 -m venv /work/venvs/flax && /work/venvs/flax/bin/pip install "jax[cpu]" flax optax
     /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py
+    /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py --resnet18 /tmp/resnet18.msgpack  # the benchmark's model
 
 Written with jax 0.10.2, flax 0.12.8, optax 0.2.8. Every file is ``flax.serialization.to_bytes``
 (or ``msgpack_serialize``) of a Linen model's variables, as Flax users and Hugging Face save them.
@@ -214,5 +215,45 @@ def main():
     (CROSS / "net.msgpack").write_bytes(ser.to_bytes({"params": net}))
 
 
+def write_resnet18(path: Path) -> None:
+    """A ResNet-18 as Flax's ImageNet example builds it (``conv_init``, blocks of ``Conv_0``,
+    ``Conv_1`` and ``conv_proj``), random float32 weights, ``to_bytes`` of its variables: the
+    model of tests/data/bench_flax_vs_onnx.py (44 MB, never committed)."""
+    import flax.linen as nn
+    import flax.serialization as ser
+    import jax
+    import jax.numpy as jnp
+
+    class Block(nn.Module):
+        filters: int
+        strides: int
+
+        @nn.compact
+        def __call__(self, x):
+            y = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(self.filters, (3, 3), self.strides)(x)))
+            y = nn.BatchNorm(use_running_average=True)(nn.Conv(self.filters, (3, 3))(y))
+            if x.shape != y.shape:
+                x = nn.Conv(self.filters, (1, 1), self.strides, name="conv_proj")(x)
+            return nn.relu(x + y)
+
+    class ResNet18(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(64, (7, 7), (2, 2), name="conv_init")(x)
+            for stage, filters in enumerate((64, 128, 256, 512)):
+                for block in range(2):
+                    x = Block(filters, 2 if stage and not block else 1)(x)
+            return nn.Dense(1000)(x.mean((1, 2)))
+
+    variables = ResNet18().init(jax.random.key(0), jnp.ones((1, 64, 64, 3)))
+    path.write_bytes(ser.to_bytes(variables))
+    print(f"{path}: {path.stat().st_size:,} bytes")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--resnet18"]:
+        write_resnet18(Path(sys.argv[2]))
+    else:
+        main()
