@@ -36,8 +36,10 @@ state-dict rule of :mod:`filtershift.readers.statedict` has):
 
 Safety: the file is mapped, never executed; msgpack's lengths are bounded by the file's size (maps
 and lists by at most 2**20 entries), maps nest at most ``MAX_DEPTH`` deep, and an array's bytes
-must be exactly its shape times its item size before they are viewed. Only the extension bytes of
-the leaves are kept while the tree is walked, and only conv kernels are decoded.
+must be exactly its shape times its item size before they are viewed; numpy never sees a dtype
+name from the file (float names are looked up in a table). msgpack decodes the whole tree, every
+array kept as its raw extension bytes (a copy about the file's size, optimizer state included);
+only the conv kernels' payloads are then decoded.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from filtershift.readers.safetensors_file import natural_key
 from filtershift.readers.statedict import EMA_PATTERN, TRANSPOSED_PATTERN
 from filtershift.types import ConvWeight
 
-NDARRAY, NPSCALAR = 1, 3  # flax.serialization._MsgpackExtType
+NDARRAY = 1  # flax.serialization._MsgpackExtType.ndarray (2: complex, 3: numpy scalar)
 CHUNKED = "__msgpack_chunked_array__"
 MAX_DEPTH = 64
 MAX_ENTRIES = 2**20  # entries of one map or list
@@ -163,7 +165,7 @@ def _is_conv_module(name: str) -> bool:
 
 
 def _conv(value, where: tuple[str, ...], level: int) -> ConvWeight | None:
-    """The conv of a ``kernel`` leaf, None when it is no 4-D floating array."""
+    """The conv of a ``kernel`` leaf; None when it is no 4-D array (a 1-D or 3-D conv, a number)."""
     name = "/".join(where[:-1])
     kernel = _array(value, name)
     if kernel is None or kernel.ndim != 4:
