@@ -20,7 +20,9 @@ state-dict rule of :mod:`filtershift.readers.statedict` has):
   convolution: it contains ``conv`` (``Conv_0``, ``conv1``, ``convolution``) or says depthwise
   (``depthwise``, ``dw``), or it is one of the conv names of known model code (``downsample``,
   ``shortcut``, ``projection``, ``patch_embed*``, ``stem``, ``embedding``); a 4-D kernel of a
-  module named otherwise is not counted (a ``DenseGeneral`` over two axes has one too);
+  module named otherwise is not counted (a ``DenseGeneral`` over two axes has one too), so convs
+  in neutrally named modules are missed (Hugging Face RegNet's squeeze-excitation 1x1 convs,
+  ``layer/2/attention/0``);
 - a module whose name says transposed (``ConvTranspose_0``, ``deconv``, ``up_conv``, ...) is
   excluded; Flax's ``ConvTranspose`` kernel has the same layout, so a neutrally named one counts;
 - kernel (o, i) = K[:, :, i, o]: Flax's grouped kernel (H, W, I/groups, O) is PyTorch's

@@ -3,6 +3,8 @@ hand, never at test time; CPU only):
 
     python3 -m venv /work/venvs/flax && /work/venvs/flax/bin/pip install "jax[cpu]" flax optax
     /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py
+    /work/venvs/flax/bin/pip install "transformers<5"
+    /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py --hugging-face  # hf_resnet, hf_regnet, hf_vit
     /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py --resnet18 /tmp/resnet18.msgpack  # the benchmark's model
 
 Written with jax 0.10.2, flax 0.12.8, optax 0.2.8. Every file is ``flax.serialization.to_bytes``
@@ -28,6 +30,8 @@ order:
 - ``hf_style.msgpack``: a bare params tree named as Hugging Face's Flax models name theirs
   (``embeddings/patch_embeddings/projection``, ``encoder/layers/0/layer/0/convolution``,
   ``shortcut/convolution``, ``downsample``);
+- ``hf_resnet.msgpack``, ``hf_regnet.msgpack``, ``hf_vit.msgpack``: tiny random Hugging Face Flax
+  models (transformers 4.57.6 ``save_pretrained``'s ``flax_model.msgpack``; ``--hugging-face``);
 - ``chunked.msgpack``: ``msgpack_serialize`` of ``mixed``'s f32 variables with
   ``flax.serialization.MAX_CHUNK_SIZE`` lowered from 1 GiB to 256 bytes, so that Flax writes every
   array over 256 bytes (``Conv_0``: 2 chunks, ``Conv_2``: 13) in its chunked form (a real chunked file would be over 1 GiB);
@@ -215,6 +219,30 @@ def main():
     (CROSS / "net.msgpack").write_bytes(ser.to_bytes({"params": net}))
 
 
+def hugging_face() -> None:
+    """Tiny randomly initialised Hugging Face Flax models saved by ``save_pretrained`` (transformers
+    4.57.6, the last line with Flax models: ``pip install "transformers<5"``), their
+    ``flax_model.msgpack`` copied as ``hf_<model>.msgpack`` with the params beside it."""
+    import shutil
+    import tempfile
+
+    from transformers import FlaxRegNetModel, FlaxResNetModel, FlaxViTModel, RegNetConfig, ResNetConfig, ViTConfig
+
+    models = {
+        "resnet": (FlaxResNetModel, ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck"), 32),
+        "regnet": (FlaxRegNetModel, RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=4), 32),
+        "vit": (FlaxViTModel, ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=8, patch_size=4), 8),
+    }
+    for name, (cls, config, size) in models.items():
+        model = cls(config, input_shape=(1, size, size, 3), seed=0)
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            shutil.copy(Path(folder) / "flax_model.msgpack", OUT / f"hf_{name}.msgpack")
+        params = model.params.get("params", model.params)  # ResNet and RegNet hold params + batch_stats
+        np.savez_compressed(OUT / f"hf_{name}.npz", **flat(params))
+        print(f"hf_{name}.msgpack: {(OUT / f'hf_{name}.msgpack').stat().st_size:,} bytes")
+
+
 def write_resnet18(path: Path) -> None:
     """A ResNet-18 as Flax's ImageNet example builds it (``conv_init``, blocks of ``Conv_0``,
     ``Conv_1`` and ``conv_proj``), random float32 weights, ``to_bytes`` of its variables: the
@@ -255,5 +283,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--resnet18"]:
         write_resnet18(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["--hugging-face"]:
+        hugging_face()
     else:
         main()
