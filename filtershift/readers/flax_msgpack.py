@@ -46,6 +46,7 @@ only the conv kernels' payloads are then decoded.
 
 from __future__ import annotations
 
+import io
 import math
 import mmap
 import re
@@ -67,6 +68,7 @@ ROOT_KEYS = ("params", "target")
 SKIPPED = re.compile(r"^(opt_state|optimizer|optimizer_state|opt|param_states|batch_stats|ema_params|params_ema|ema|swa_params)$", re.IGNORECASE)
 CONV_NAME = re.compile(r"conv|^(downsample|shortcut|projection|patch_embed\w*|stem|embedding)(_\d+)?$", re.IGNORECASE)
 DEPTHWISE_NAME = re.compile(r"depthwise|(^|[_\d])dw([_\d]|conv|$)", re.IGNORECASE)
+BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # msgpack bin 8 / 16 / 32: bytes of the length that follows
 EXT_TYPE_OFFSET = {0xD4: 1, 0xD5: 1, 0xD6: 1, 0xD7: 1, 0xD8: 1, 0xC7: 2, 0xC8: 3, 0xC9: 5}  # msgpack ext headers
 
 
@@ -189,24 +191,33 @@ def _array(value, name: str) -> np.ndarray | None:
     return None
 
 
-def decode_array(leaf: Leaf, name: str) -> np.ndarray | None:
+def decode_array(leaf: Leaf, name: str) -> np.ndarray:
     """An extension payload ``[shape, dtype, bytes]`` as an array of a floating dtype (any other
-    dtype is refused: numpy never sees a dtype name from the file), its length checked against its
-    shape before it is viewed."""
+    dtype is refused: numpy never sees a dtype name from the file), viewed in place once its byte
+    count is exactly its shape times its item size."""
+    data = leaf.data
+    header = msgpack.Unpacker(io.BytesIO(data), raw=True, read_size=1024, max_buffer_size=1024, max_array_len=64, max_str_len=32, max_bin_len=0, max_map_len=0, max_ext_len=0)
     try:
-        parts = msgpack.unpackb(leaf.data, raw=True, max_array_len=64, max_str_len=32, max_bin_len=len(leaf.data), max_map_len=0, max_ext_len=0)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"layer {name}: its array header is not readable msgpack ({_first_line(exc)})") from None
-    if not (isinstance(parts, list) and len(parts) == 3 and isinstance(parts[0], list) and isinstance(parts[1], bytes) and isinstance(parts[2], bytes)):
-        raise ValueError(f"layer {name}: its array is not [shape, dtype, bytes]; not a Flax array")
-    shape, dtype_name, buffer = parts
-    if not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ValueError(f"layer {name}: array shape {shape} is not a list of sizes")
+        if header.read_array_header() != 3:
+            raise ValueError("not 3 items")
+        shape, dtype_name = header.unpack(), header.unpack()
+        start = header.tell()
+    except (ValueError, TypeError, msgpack.OutOfData) as exc:
+        raise ValueError(f"layer {name}: its array is not [shape, dtype, bytes] ({_first_line(exc)}); not a Flax array") from None
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)) or not isinstance(dtype_name, bytes):
+        raise ValueError(f"layer {name}: array shape {str(shape)[:80]} is not a list of sizes, or its dtype no name")
     dtype = _float_dtype(dtype_name.decode("ascii", "backslashreplace"), name)
+    width = BIN_HEADERS.get(data[start] if start < len(data) else -1)
+    if width is None:
+        raise ValueError(f"layer {name}: its array bytes are not a msgpack bin; not a Flax array")
+    offset = start + 1 + width
+    stored = int.from_bytes(data[start + 1: offset], "big")
     claimed = math.prod(shape) * dtype.itemsize
-    if claimed != len(buffer):
-        raise ValueError(f"layer {name}: shape {tuple(shape)} of {dtype.name} claims {claimed:,} bytes but {len(buffer):,} are stored; refused")
-    return np.frombuffer(buffer, dtype).reshape(shape)
+    if offset + stored != len(data):
+        raise ValueError(f"layer {name}: its array's bin claims {stored:,} bytes but its extension holds {max(len(data) - offset, 0):,}; refused")
+    if claimed != stored:
+        raise ValueError(f"layer {name}: shape {tuple(shape)} of {dtype.name} claims {claimed:,} bytes but {stored:,} are stored; refused")
+    return np.frombuffer(data, dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 def _float_dtype(name: str, layer: str) -> np.dtype:
