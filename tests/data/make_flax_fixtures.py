@@ -5,7 +5,7 @@ hand, never at test time; CPU only):
     /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py
     /work/venvs/flax/bin/pip install "transformers<5"
     /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py --hugging-face  # hf_resnet, hf_regnet, hf_vit
-    /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py --resnet18 /tmp/resnet18.msgpack  # the benchmark's model
+    /work/venvs/flax/bin/python tests/data/make_flax_fixtures.py --resnet18 /tmp/resnet18.msgpack [bfloat16]  # the benchmark's model
 
 Written with jax 0.10.2, flax 0.12.8, optax 0.2.8. Every file is ``flax.serialization.to_bytes``
 (or ``msgpack_serialize``) of a Linen model's variables, as Flax users and Hugging Face save them.
@@ -243,10 +243,10 @@ def hugging_face() -> None:
         print(f"hf_{name}.msgpack: {(OUT / f'hf_{name}.msgpack').stat().st_size:,} bytes")
 
 
-def write_resnet18(path: Path) -> None:
+def write_resnet18(path: Path, dtype: str = "float32") -> None:
     """A ResNet-18 as Flax's ImageNet example builds it (``conv_init``, blocks of ``Conv_0``,
-    ``Conv_1`` and ``conv_proj``), random float32 weights, ``to_bytes`` of its variables: the
-    model of tests/data/bench_flax_vs_onnx.py (44 MB, never committed)."""
+    ``Conv_1`` and ``conv_proj``), random weights of ``dtype``, ``to_bytes`` of its variables: the
+    model of tests/data/bench_flax_vs_onnx.py (47 MB in float32, never committed)."""
     import flax.linen as nn
     import flax.serialization as ser
     import jax
@@ -274,6 +274,7 @@ def write_resnet18(path: Path) -> None:
             return nn.Dense(1000)(x.mean((1, 2)))
 
     variables = ResNet18().init(jax.random.key(0), jnp.ones((1, 64, 64, 3)))
+    variables = {"params": jax.tree_util.tree_map(lambda p: p.astype(dtype), variables["params"]), "batch_stats": variables["batch_stats"]}
     path.write_bytes(ser.to_bytes(variables))
     print(f"{path}: {path.stat().st_size:,} bytes")
 
@@ -282,7 +283,7 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["--resnet18"]:
-        write_resnet18(Path(sys.argv[2]))
+        write_resnet18(Path(sys.argv[2]), *sys.argv[3:4])
     elif sys.argv[1:2] == ["--hugging-face"]:
         hugging_face()
     else:
