@@ -66,7 +66,8 @@ def hostile_files() -> dict[str, tuple[bytes, str]]:
         "huge_shape.msgpack": (_with_kernel(_array((3, 3, 2**20, 2**20), "float32", bytes(16))), "claims 39,582,418,599,936 bytes but 16 are stored"),
         "negative_shape.msgpack": (_with_kernel(_array((3, 3, -1, 4), "float32", bytes(16))), "is not a list of sizes"),
         "object_dtype.msgpack": (_with_kernel(_array((3, 3, 1, 1), "object", bytes(72))), "weights of dtype 'object' are not read"),
-        "bin_lie.msgpack": (_with_kernel(msgpack.ExtType(1, b"\x93" + msgpack.packb([3, 3, 1, 1]) + msgpack.packb("float32") + b"\xc6\x7f\xff\xff\xff" + bytes(36))),
+        "bin_lie.msgpack": (_with_kernel(msgpack.ExtType(1, b"\x93" + msgpack.packb([3, 3, 1, 1]) + msgpack.packb("float32")
+                                                         + b"\xc6\x7f\xff\xff\xff" + bytes(36))),
                             "its array's bin claims 2,147,483,647 bytes but its extension holds 36"),
         "not_an_array.msgpack": (_with_kernel(msgpack.ExtType(1, msgpack.packb([[3, 3], 1]))), "not [shape, dtype, bytes]"),
         "chunk_lie.msgpack": (_with_kernel({"__msgpack_chunked_array__": True, "shape": {"0": tb, "1": 3, "2": 3, "3": 3},

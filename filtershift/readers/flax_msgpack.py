@@ -196,7 +196,10 @@ def decode_array(leaf: Leaf, name: str) -> np.ndarray:
     dtype is refused: numpy never sees a dtype name from the file), viewed in place once its byte
     count is exactly its shape times its item size."""
     data = leaf.data
-    header = msgpack.Unpacker(io.BytesIO(data), raw=True, read_size=1024, max_buffer_size=1024, max_array_len=64, max_str_len=32, max_bin_len=0, max_map_len=0, max_ext_len=0)
+    header = msgpack.Unpacker(
+        io.BytesIO(data), raw=True, read_size=1024, max_buffer_size=1024,
+        max_array_len=64, max_str_len=32, max_bin_len=0, max_map_len=0, max_ext_len=0,
+    )
     try:
         if header.read_array_header() != 3:
             raise ValueError("not 3 items")
@@ -233,16 +236,18 @@ def _float_dtype(name: str, layer: str) -> np.dtype:
 def _unchunk(value: dict, name: str) -> np.ndarray | None:
     """Flax's chunked form of a large array: its flat chunks in order, joined and reshaped."""
     shape, chunks = value.get("shape"), value.get("chunks")
-    if not (isinstance(shape, dict) and isinstance(chunks, dict)) or list(shape) != [str(k) for k in range(len(shape))] or list(chunks) != [str(k) for k in range(len(chunks))]:
-        raise ValueError(f"layer {name}: a chunked array without numbered 'shape' and 'chunks' maps; not a Flax chunked array")
+    numbered = all(isinstance(m, dict) and list(m) == [str(k) for k in range(len(m))] for m in (shape, chunks))
+    if not numbered or len(shape) > 64:
+        raise ValueError(f"layer {name}: a chunked array without numbered 'shape' (at most 64) and 'chunks' maps; not a Flax chunked array")
     dims = list(shape.values())
     if not all(isinstance(d, int) and d >= 0 for d in dims):
-        raise ValueError(f"layer {name}: chunked array shape {dims} is not a list of sizes")
+        raise ValueError(f"layer {name}: chunked array shape {str(dims)[:80]} is not a list of sizes")
     parts = [decode_array(chunk, name) if isinstance(chunk, Leaf) and chunk.code == NDARRAY else None for chunk in chunks.values()]
     if not parts or any(p is None or p.ndim != 1 or p.dtype != parts[0].dtype for p in parts):
         raise ValueError(f"layer {name}: the chunks of a chunked array are not flat arrays of one floating dtype")
-    if sum(p.size for p in parts) != math.prod(dims):
-        raise ValueError(f"layer {name}: chunked array shape {tuple(dims)} claims {math.prod(dims):,} values but its chunks hold {sum(p.size for p in parts):,}; refused")
+    held = sum(p.size for p in parts)
+    if held != math.prod(dims):
+        raise ValueError(f"layer {name}: chunked array shape {tuple(dims)} claims {math.prod(dims):,} values but its chunks hold {held:,}; refused")
     return np.concatenate(parts).reshape(dims)
 
 

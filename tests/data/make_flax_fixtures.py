@@ -231,7 +231,8 @@ def hugging_face() -> None:
     models = {
         "resnet": (FlaxResNetModel, ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck"), 32),
         "regnet": (FlaxRegNetModel, RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=4), 32),
-        "vit": (FlaxViTModel, ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=8, patch_size=4), 8),
+        "vit": (FlaxViTModel, ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=8,
+                                        patch_size=4), 8),
     }
     for name, (cls, config, size) in models.items():
         model = cls(config, input_shape=(1, size, size, 3), seed=0)
