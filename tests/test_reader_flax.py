@@ -167,3 +167,16 @@ def test_fixtures_through_the_extraction(tmp_path):
         for row in got.itertuples():
             kernel = reference(params[f"{row.name}/kernel"].astype(np.float32)).reshape(-1, 9)
             np.testing.assert_array_equal(filters[row.start:row.stop], kernel, err_msg=f"{model} {row.name}")
+
+
+def test_an_old_flax_optim_checkpoint_is_read_from_its_target(tmp_path):
+    """``flax.optim`` (removed from Flax) saved ``{"target": params, "state": {"step", "param_states"}}``
+    with a momentum copy of every kernel in ``param_states``; rebuilt here from mixed_f32's arrays."""
+    tree = msgpack.unpackb((DATA / "mixed_f32.msgpack").read_bytes(), ext_hook=msgpack.ExtType, raw=False)
+    old = {"target": tree["params"], "state": {"step": 7, "param_states": tree["params"]}}
+    (tmp_path / "old.msgpack").write_bytes(msgpack.packb(old))
+    convs = read_convolutions(tmp_path / "old.msgpack", "flax")
+    assert [c.name for c in convs] == [name for name, *_ in MIXED]
+    params = np.load(DATA / "mixed_f32.npz")
+    for conv in convs:
+        same_bits(conv.weight, params[f"{conv.name}/kernel"], conv.name)
