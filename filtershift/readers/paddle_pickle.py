@@ -25,6 +25,7 @@ modules). bfloat16 weights (saved by Paddle as uint16 arrays) are not recognised
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 from collections import OrderedDict
@@ -135,6 +136,9 @@ ADMITTED = {
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        # Python 2 names (protocol 2: __builtin__.tuple) as pickle's own find_class maps them
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = ADMITTED.get((module, name))
         if found is None:
             raise Refused(f"the pickle calls {module}.{name}, which is neither a numpy array nor a plain container")
