@@ -21,6 +21,7 @@ from filtershift import store
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import read_manifest
 from filtershift.readers import read_convolutions
+from tests.paddle_writer import tensor_bytes
 
 DATA = Path(__file__).parent / "data" / "paddle"
 
@@ -35,23 +36,6 @@ class Payload:
         if self.how == "eval":
             return (eval, (f"__import__('os').system('touch {self.marker}')",))
         return (os.system, (f"touch {self.marker}",))
-
-
-def tensor_bytes(dims: tuple[int, ...], dtype: int, data: bytes, version: int = 0, lod: list[bytes] | None = None, desc_size: int | None = None) -> bytes:
-    """One tensor as save_combine writes it (written here from the layout, not by the reader)."""
-    desc = bytes([0x08, dtype]) + b"".join(b"\x10" + _varint(d & (2**64 - 1)) for d in dims)
-    lod = lod or []
-    head = struct.pack("<IQ", version, len(lod)) + b"".join(struct.pack("<Q", len(level)) + level for level in lod)
-    return head + struct.pack("<Ii", 0, len(desc) if desc_size is None else desc_size) + desc + data
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
 
 
 def fixture_tensors() -> list[tuple[str, np.ndarray]]:
@@ -92,7 +76,7 @@ def _pdiparams_cases(tensors) -> dict[str, tuple[bytes, str]]:
         "bad_dtype": (replaced(tensor_bytes(weight.shape, 99, data)), "has data type 99"),
         "extra": (good + tensor_bytes((2,), 5, b"\0" * 8), f"holds {len(tensors) + 1} tensors but the program declares {len(tensors)}"),
         "wrong_shape": (replaced(tensor_bytes(weight.shape[::-1], 5, data)), f"tensor {name!r} has shape"),
-        "int8_filter": (replaced(tensor_bytes(weight.shape, 21, b"\1" * weight.size)), "(a quantized program); not read yet"),
+        "int8_filter": (replaced(tensor_bytes(weight.shape, 21, b"\1" * weight.size)), "with no dequantize_linear op"),
     }
 
 

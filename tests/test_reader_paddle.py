@@ -17,6 +17,9 @@ from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import read_manifest
 from filtershift.readers import detect_format, model_files, read_convolutions
+from filtershift.readers import paddle_program as pp
+from filtershift.readers import paddle_tensors as pt
+from tests.paddle_writer import tensor_bytes
 from tests.wheels import cached_wheel_members
 
 DATA = Path(__file__).parent / "data" / "paddle"
@@ -50,6 +53,21 @@ def test_inference_programs_give_the_frameworks_weights_levels_and_groups(file, 
         np.testing.assert_array_equal(conv.weight, expected.astype(np.float32), err_msg=conv.name)
 
 
+def test_a_quantized_program_is_dequantized_within_half_a_step():
+    """Paddle's PTQ export (per-tensor abs-max, 8 bits): integer weights behind dequantize_linear."""
+    path = DATA / "convs_int8.pdmodel"
+    assert detect_format(path) == "paddle_inference"
+    weights, _ = framework_weights("convs.npz")
+    convs = read_convolutions(path, "paddle_inference")
+    assert [(c.level, c.groups) for c in convs] == [(level, groups) for _, level, groups in PROGRAM]
+    for conv, (key, _, _) in zip(convs, PROGRAM):
+        expected = weights[key + ".weight"]
+        half_step = np.abs(expected).max() / 127 / 2
+        error = np.abs(conv.weight - expected)
+        assert conv.weight.dtype == np.float32 and (error <= half_step * (1 + 1e-5)).all(), key
+        assert error.max() > 0, key  # really quantized
+
+
 @pytest.mark.parametrize("file, npz", [("convs.pdparams", "convs.npz"), ("convs_p2.pdparams", "convs.npz"), ("convs_fp16.pdparams", "convs_fp16.npz")])
 def test_state_dicts_give_the_frameworks_weights_by_the_bare_rule(file, npz):
     path = DATA / file
@@ -81,7 +99,7 @@ def test_formats_are_detected_by_content_whatever_the_names(tmp_path):
 
 
 def test_fixtures_through_the_extraction(tmp_path):
-    files = ["convs.pdmodel", "convs.json", "convs_fp16.pdmodel", "convs.pdparams", "convs_p2.pdparams", "convs_fp16.pdparams"]
+    files = ["convs.pdmodel", "convs.json", "convs_fp16.pdmodel", "convs.pdparams", "convs_p2.pdparams", "convs_fp16.pdparams", "convs_int8.pdmodel"]
     names = [f.replace(".", "_") for f in files]
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"path": [DATA / f for f in files], "name": names}).to_csv(manifest, index=False)
@@ -93,20 +111,39 @@ def test_fixtures_through_the_extraction(tmp_path):
     weights, structured = framework_weights("convs.npz")
     three = [name for name, _, _ in PROGRAM if weights[name + ".weight"].shape[2:] == (3, 3)]
     # 3x3: conv3 (24), depthwise (8), grouped (64), two branches (64 each), head (32)
-    assert models.loc[names, "n_filters"].tolist() == [24 + 8 + 64 + 64 + 64 + 32] * 6
-    for name in names[:3]:
+    assert models.loc[names, "n_filters"].tolist() == [24 + 8 + 64 + 64 + 64 + 32] * 7
+    for name in names[:3] + names[6:]:
         layers = db.layers[db.layers["model_id"] == models.at[name, "model_id"]]
         assert list(layers["conv_index"]) == [0, 1, 2, 5, 5, 6] and (layers["n_conv"] == 7).all()
         assert list(layers["groups"]) == [1, 8, 2, 1, 1, 1]
         for (_, layer), key in zip(layers.iterrows(), three):
-            expected = weights[key + ".weight"]
-            if "fp16" in name:
-                expected = expected.astype(np.float16)
-            np.testing.assert_array_equal(filters[layer.start:layer.stop], expected.astype(np.float32).reshape(-1, 9), err_msg=f"{name} {key}")
-    for name in names[3:]:
+            expected = weights[key + ".weight"].astype(np.float16 if "fp16" in name else np.float32).astype(np.float32).reshape(-1, 9)
+            if "int8" in name:
+                assert np.abs(filters[layer.start:layer.stop] - expected).max() <= np.abs(expected).max() / 254 * (1 + 1e-5)
+            else:
+                np.testing.assert_array_equal(filters[layer.start:layer.stop], expected, err_msg=f"{name} {key}")
+    for name in names[3:6]:
         layers = db.layers[db.layers["model_id"] == models.at[name, "model_id"]]
         assert list(layers["conv_index"]) == [0, 1, 2, 5, 6, 8] and (layers["n_conv"] == 9).all()
         assert (layers["groups"] == -1).all()
+        for (_, layer), key in zip(layers.iterrows(), three):
+            expected = weights[key + ".weight"].astype(np.float16 if "fp16" in name else np.float32).astype(np.float32)
+            np.testing.assert_array_equal(filters[layer.start:layer.stop], expected.reshape(-1, 9), err_msg=f"{name} {key}")
+
+
+def test_per_channel_scales_dequantize_along_quant_axis():
+    """A filter behind dequantize_linear with one scale and zero point per output channel."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.float32)
+    scale, zero = np.array([0.5, 1.0, 2.0, 4.0], np.float32), np.array([0, 1, -1, 2], np.float32)
+    stored = {"q": (q, 5), "s": (scale, 5), "z": (zero, 5)}
+    buf = memoryview(b"".join(tensor_bytes(a.shape, code, a.tobytes()) for a, code in stored.values()))
+    params = pp._Params(buf, dict(zip(stored, pt.entries(buf))))
+    op = pp.Op("dequantize_linear", operands={"x": "q", "scale": "s", "zero_point": "z"}, attrs={"bit_length": 8, "quant_axis": 0})
+    expected = (q - zero[:, None, None, None]) * scale[:, None, None, None] / np.float32(127)
+    np.testing.assert_array_equal(params.filter("w", op, "conv2d"), expected)
+    with pytest.raises(ValueError, match="4 filter scales do not fit quant_axis 1"):
+        params.filter("w", pp.Op("dequantize_linear", operands=op.operands, attrs={"quant_axis": 1}), "conv2d")
 
 
 # Real .pdparams inside a PyPI wheel: paddle-lpips's linear heads (1x1 convs over AlexNet, VGG and

@@ -13,7 +13,9 @@ input (PIR: the second operand) names the parameter, OIHW. The parameters file h
 persistable tensors in the order of their sorted names; their count and each one's declared shape
 are checked. Depth is the longest-path level over the op graph (variables as edges), as for ONNX:
 parallel convs share a level. Ops inside control-flow sub-blocks are not searched. A conv whose
-filter is stored as integers (a quantized program) is refused with its name.
+filter comes through a ``dequantize_linear`` op (Paddle's quantized export: integer values stored
+as float32 or int8, a scale per tensor or per channel, ``bit_length``) is dequantized to float32;
+a filter stored as integers with no such op is refused with its name.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from filtershift.readers import paddle_tensors as pt
 from filtershift.readers import protowire as pw
@@ -36,18 +40,23 @@ PROGRAM_BLOCKS, BLOCK_IDX, BLOCK_VARS, BLOCK_OPS = 1, 1, 3, 4
 OP_INPUTS, OP_OUTPUTS, OP_TYPE, OP_ATTRS = 1, 2, 3, 4
 VAR_NAME, VAR_TYPE, VAR_PERSISTABLE = 1, 2, 3
 DENSE_TENSOR = 7
+INT_ATTRS = {"groups", "bit_length", "quant_axis"}
+PROTO_SLOTS = {"Filter": "filter", "X": "x", "Scale": "scale", "ZeroPoint": "zero_point"}
+PIR_OPERANDS = {"conv2d": ("input", "filter"), "depthwise_conv2d": ("input", "filter"), "dequantize_linear": ("x", "scale", "zero_point")}
 PIR_MAGIC = re.compile(rb'^\s*\{\s*"base_code"\s*:\s*\{[^}]*"magic"\s*:\s*"pir"')
 
 
 @dataclass(frozen=True)
 class Op:
-    """One op of a program: its type, the variables it reads and writes, the conv's filter and groups."""
+    """One op of a program: its type, the variables it reads and writes (PIR: value numbers, or the
+    parameter's name), its named operands (``filter``; ``x``, ``scale``, ``zero_point``) and its
+    integer attributes (``groups``, ``bit_length``, ``quant_axis``)."""
 
     type: str
     inputs: tuple = ()
     outputs: tuple = ()
-    filter: str = ""
-    groups: int = 1
+    operands: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,21 +95,59 @@ def read(path: Path, arch: str = "") -> list[ConvWeight]:
     target = params_file(path)
     if not target.is_file():
         raise ValueError(f"no {target.name} beside {path.name}: an inference model needs its parameters file of the same stem")
-    buf, tensors = pt.named_tensors(target, program.params)
+    params = _Params(*pt.named_tensors(target, program.params))
+    dequantized = {op.outputs[0]: op for op in program.ops if op.type == "dequantize_linear" and op.outputs}
     convs = []
     for op, level in conv_levels(program.ops):
-        entry = tensors.get(op.filter)
-        if entry is None:
-            raise ValueError(f"{op.type} op: its filter {op.filter!r} is not a persistable tensor of the program; cannot extract it")
-        if entry.dtype not in pt.FLOAT_TYPES:
-            raise ValueError(f"{op.type} op: its filter {op.filter!r} is stored as {pt.DTYPES[entry.dtype]} (a quantized program); not read yet")
-        weight = pt.array(buf, entry)
+        name = op.operands.get("filter")
+        weight = params.filter(name, dequantized.get(name), op.type)
+        groups = op.attrs.get("groups", 1)
         if weight.ndim != 4:
-            raise ValueError(f"{op.type} op: its filter {op.filter!r} has shape {weight.shape}, not (out, in/groups, kh, kw)")
-        if op.groups < 1 or weight.shape[0] % op.groups:
-            raise ValueError(f"{op.type} op: groups = {op.groups} does not divide the {weight.shape[0]} output channels of {op.filter!r}")
-        convs.append(ConvWeight(name=op.filter, level=level, weight=weight, groups=op.groups))
+            raise ValueError(f"{op.type} op: its filter {name!r} has shape {weight.shape}, not (out, in/groups, kh, kw)")
+        if groups < 1 or weight.shape[0] % groups:
+            raise ValueError(f"{op.type} op: groups = {groups} does not divide the {weight.shape[0]} output channels of {name!r}")
+        convs.append(ConvWeight(name=str(name), level=level, weight=weight, groups=groups))
     return convs
+
+
+@dataclass(frozen=True)
+class _Params:
+    """The parameters file's bytes and its tensors by name."""
+
+    buf: memoryview
+    tensors: dict[str, pt.TensorEntry]
+
+    def values(self, name, what: str) -> np.ndarray:
+        if name not in self.tensors:
+            raise ValueError(f"{what} {name!r} is computed at run time, not a stored parameter; cannot extract it")
+        return pt.array(self.buf, self.tensors[name])
+
+    def filter(self, name, dequantize: Op | None, op_type: str) -> np.ndarray:
+        """A conv's filter as float32: stored, or behind a ``dequantize_linear`` op (weights stored as
+        integers q with a scale s, per tensor or per ``quant_axis``: ``(q - zero_point) * s / (2^(bits-1) - 1)``)."""
+        if dequantize is None:
+            entry = self.tensors.get(name)
+            if entry is not None and entry.dtype not in pt.FLOAT_TYPES:
+                raise ValueError(f"{op_type} op: its filter {name!r} is stored as {pt.DTYPES[entry.dtype]} with no dequantize_linear op; cannot dequantize it")
+            return self.values(name, f"{op_type} op: its filter")
+        what = f"{op_type} op: the dequantize_linear of its filter: operand"
+        q = self.values(dequantize.operands.get("x"), what).astype(np.float32)
+        scale = self.values(dequantize.operands.get("scale"), what).astype(np.float32)
+        zero = dequantize.operands.get("zero_point")
+        zero = self.values(zero, what).astype(np.float32) if zero in self.tensors else np.zeros((), np.float32)
+        bits, axis = dequantize.attrs.get("bit_length", 8), dequantize.attrs.get("quant_axis", -1)
+        if not 2 <= bits <= 16:
+            raise ValueError(f"{op_type} op: its filter is dequantized with bit_length = {bits}; corrupt")
+        if scale.size > 1:
+            if not 0 <= axis < q.ndim or scale.size != q.shape[axis]:
+                raise ValueError(f"{op_type} op: {scale.size} filter scales do not fit quant_axis {axis} of a filter of shape {q.shape}")
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zero = zero.reshape(shape) if zero.size > 1 else zero.reshape(())
+        else:
+            scale, zero = scale.reshape(()), zero.reshape(()) if zero.size == 1 else zero
+        return ((q - zero) * scale / np.float32((1 << (bits - 1)) - 1)).astype(np.float32)
 
 
 def conv_levels(ops: list[Op]) -> list[tuple[Op, int]]:
@@ -140,15 +187,16 @@ def _proto_op(raw) -> Op:
         for var in op.get(number, []):
             entry = pw.parse(var, {1, 2})
             slots.setdefault(number, []).append((pw.text(pw.first(entry, 1)), [pw.text(a) for a in entry.get(2, [])]))
-    groups = 1
+    attrs = {}
     for raw_attr in op.get(OP_ATTRS, []):
         attr = pw.parse(raw_attr, {1, 3})
-        if pw.text(pw.first(attr, 1)) == "groups":
-            groups = pw.signed(pw.first(attr, 3, 1), 32)
+        name = pw.text(pw.first(attr, 1))
+        if name in INT_ATTRS and pw.first(attr, 3) is not None:
+            attrs[name] = pw.signed(pw.first(attr, 3), 32)
+    operands = {PROTO_SLOTS[slot]: args[0] for slot, args in slots.get(OP_INPUTS, []) if slot in PROTO_SLOTS and args}
     inputs = [a for _, args in slots.get(OP_INPUTS, []) for a in args]
-    filters = [args[0] for slot, args in slots.get(OP_INPUTS, []) if slot == "Filter" and args]
     outputs = [a for _, args in slots.get(OP_OUTPUTS, []) for a in args]
-    return Op(pw.text(pw.first(op, OP_TYPE)), tuple(inputs), tuple(outputs), filters[0] if filters else "", groups)
+    return Op(pw.text(pw.first(op, OP_TYPE)), tuple(inputs), tuple(outputs), operands, attrs)
 
 
 def pir_program(data: bytes, source: str) -> Program:
@@ -173,10 +221,10 @@ def pir_program(data: bytes, source: str) -> Program:
             for value in outputs:
                 value_names[value] = name
             continue
-        inputs = [i.get("%") for i in _listed(raw.get("I")) if isinstance(i, dict)]
-        groups = next((a.get("AT", {}).get("D") for a in _listed(raw.get("A")) if isinstance(a, dict) and a.get("N") == "groups"), 1)
-        filter_name = value_names.get(inputs[1], "") if kind in CONV_OPS and len(inputs) > 1 else ""
-        out.append(Op(kind, tuple(inputs), tuple(outputs), filter_name, groups if isinstance(groups, int) else 1))
+        inputs = [value_names.get(i.get("%"), i.get("%")) for i in _listed(raw.get("I")) if isinstance(i, dict)]
+        operands = dict(zip(PIR_OPERANDS.get(kind, ()), inputs))
+        attrs = {a["N"]: a.get("AT", {}).get("D") for a in _listed(raw.get("A")) if isinstance(a, dict) and a.get("N") in INT_ATTRS}
+        out.append(Op(kind, tuple(inputs), tuple(outputs), operands, {k: v for k, v in attrs.items() if type(v) is int}))
     if not out:
         raise ValueError(f"{source}: the PIR program's top block holds no ops")
     return Program(params, out)

@@ -13,6 +13,9 @@ Written with paddlepaddle 3.3.1 (CPU wheel), into tests/data/paddle/:
   ``FLAGS_enable_pir_api=0`` (the ProgramDesc protobuf and the combined parameters);
 - ``convs.json``: ``paddle.jit.save`` with Paddle 3's default PIR program (JSON), beside the same
   ``convs.pdiparams`` (the script checks that PIR wrote the same parameter bytes);
+- ``convs_int8.pdmodel`` + ``convs_int8.pdiparams``: the model after Paddle's post-training
+  quantization (``paddle.quantization.PTQ``, per-tensor abs-max, 8 bits), weights as integers behind
+  ``dequantize_linear`` ops (a PIR export of it needs a fixed batch size and is not kept);
 - ``convs.npz`` / ``convs_fp16.npz``: the framework's own weights, ``state_dict()`` as numpy, keyed
   by the layer's structured name (``conv3.weight``); ``__names__`` pairs each with its parameter
   name (``conv3.weight=conv2d_0.w_0``), which the inference programs use.
@@ -65,6 +68,21 @@ def build(dtype: str):
     return model
 
 
+def quantized(model):
+    """The model after post-training quantization (per-tensor abs-max, 8 bits) on a few batches:
+    its convs' weights are exported as integers behind dequantize_linear ops."""
+    import paddle
+    from paddle.quantization import PTQ, QuantConfig
+    from paddle.quantization.observers import AbsmaxObserver
+
+    ptq = PTQ(QuantConfig(activation=AbsmaxObserver(quant_bits=8), weight=AbsmaxObserver(quant_bits=8)))
+    observed = ptq.quantize(model, inplace=False)
+    paddle.seed(1)  # the same calibration batches in every process
+    for _ in range(4):
+        observed(paddle.randn([2, 3, 16, 16]))
+    return ptq.convert(observed, inplace=False)
+
+
 def save(kind: str) -> None:
     import numpy as np
     import paddle
@@ -72,7 +90,10 @@ def save(kind: str) -> None:
 
     dtype = "float16" if kind.endswith("fp16") else "float32"
     model = build(dtype)
-    stem = {"legacy": "convs", "legacy_fp16": "convs_fp16", "pir": "convs_pir"}[kind]
+    stem = {"legacy": "convs", "legacy_fp16": "convs_fp16", "pir": "convs_pir", "legacy_int8": "convs_int8"}[kind]
+    if kind.endswith("int8"):
+        paddle.jit.save(quantized(model), str(OUT / stem), input_spec=[InputSpec([None, 3, 16, 16], dtype, "x")])
+        return
     if kind != "pir":
         paddle.save(model.state_dict(), str(OUT / f"{stem}.pdparams"))
         if kind == "legacy":
@@ -88,7 +109,7 @@ if __name__ == "__main__":
         save(sys.argv[1])
     else:
         OUT.mkdir(exist_ok=True)
-        for kind in ("legacy", "legacy_fp16", "pir"):
+        for kind in ("legacy", "legacy_fp16", "pir", "legacy_int8"):
             env = dict(os.environ, FLAGS_enable_pir_api="1" if kind == "pir" else "0")
             subprocess.run([sys.executable, __file__, kind], env=env, check=True)
         assert (OUT / "convs_pir.pdiparams").read_bytes() == (OUT / "convs.pdiparams").read_bytes()
