@@ -41,6 +41,7 @@ OP_INPUTS, OP_OUTPUTS, OP_TYPE, OP_ATTRS = 1, 2, 3, 4
 VAR_NAME, VAR_TYPE, VAR_PERSISTABLE = 1, 2, 3
 DENSE_TENSOR = 7
 INT_ATTRS = {"groups", "bit_length", "quant_axis"}
+ATTR_OPS = CONV_OPS | {"dequantize_linear"}
 PROTO_SLOTS = {"Filter": "filter", "X": "x", "Scale": "scale", "ZeroPoint": "zero_point"}
 PIR_OPERANDS = {"conv2d": ("input", "filter"), "depthwise_conv2d": ("input", "filter"), "dequantize_linear": ("x", "scale", "zero_point")}
 PIR_MAGIC = re.compile(rb'^\s*\{\s*"base_code"\s*:\s*\{[^}]*"magic"\s*:\s*"pir"')
@@ -173,30 +174,40 @@ def proto_program(data: bytes, source: str) -> Program:
     params = {}
     for raw in main.get(BLOCK_VARS, []):
         var = pw.parse(raw, {VAR_NAME, VAR_TYPE, VAR_PERSISTABLE})
+        if not pw.first(var, VAR_PERSISTABLE, 0):
+            continue
         vartype = pw.parse(pw.first(var, VAR_TYPE, b""), {1, 3})
-        if pw.first(var, VAR_PERSISTABLE, 0) and pw.first(vartype, 1) == DENSE_TENSOR:
+        if pw.first(vartype, 1) == DENSE_TENSOR:
             tensor = pw.parse(pw.first(pw.parse(pw.first(vartype, 3, b""), {1}), 1, b""), {2})
             params[pw.text(pw.first(var, VAR_NAME))] = tuple(pw.repeated_ints(tensor, 2))
     return Program(params, [_proto_op(raw) for raw in main[BLOCK_OPS]])
 
 
 def _proto_op(raw) -> Op:
-    op = pw.parse(raw, {OP_INPUTS, OP_OUTPUTS, OP_TYPE, OP_ATTRS})
-    slots = {}
-    for number in (OP_INPUTS, OP_OUTPUTS):
-        for var in op.get(number, []):
-            entry = pw.parse(var, {1, 2})
-            slots.setdefault(number, []).append((pw.text(pw.first(entry, 1)), [pw.text(a) for a in entry.get(2, [])]))
+    """One OpDesc. Its attributes are decoded only for the ops that need them (convs, dequantize);
+    Paddle writes them after the type, so the rest of an other op is not even walked."""
+    slots: dict[int, list] = {OP_INPUTS: [], OP_OUTPUTS: []}
+    kind, raw_attrs = None, []
+    for number, _, value in pw.fields(raw):
+        if number == OP_TYPE:
+            kind = pw.text(value)
+        elif number == OP_ATTRS:
+            if kind is not None and kind not in ATTR_OPS:
+                break
+            raw_attrs.append(value)
+        elif number in slots:
+            entry = pw.parse(value, {1, 2})
+            slots[number].append((pw.text(pw.first(entry, 1)), [pw.text(a) for a in entry.get(2, [])]))
     attrs = {}
-    for raw_attr in op.get(OP_ATTRS, []):
+    for raw_attr in raw_attrs if kind in ATTR_OPS else ():
         attr = pw.parse(raw_attr, {1, 3})
-        name = pw.text(pw.first(attr, 1))
-        if name in INT_ATTRS and pw.first(attr, 3) is not None:
-            attrs[name] = pw.signed(pw.first(attr, 3), 32)
-    operands = {PROTO_SLOTS[slot]: args[0] for slot, args in slots.get(OP_INPUTS, []) if slot in PROTO_SLOTS and args}
-    inputs = [a for _, args in slots.get(OP_INPUTS, []) for a in args]
-    outputs = [a for _, args in slots.get(OP_OUTPUTS, []) for a in args]
-    return Op(pw.text(pw.first(op, OP_TYPE)), tuple(inputs), tuple(outputs), operands, attrs)
+        name, value = pw.text(pw.first(attr, 1)), pw.first(attr, 3)
+        if name in INT_ATTRS and isinstance(value, int):
+            attrs[name] = pw.signed(value, 32)
+    operands = {PROTO_SLOTS[slot]: args[0] for slot, args in slots[OP_INPUTS] if slot in PROTO_SLOTS and args}
+    inputs = [a for _, args in slots[OP_INPUTS] for a in args]
+    outputs = [a for _, args in slots[OP_OUTPUTS] for a in args]
+    return Op(kind or "", tuple(inputs), tuple(outputs), operands, attrs)
 
 
 def pir_program(data: bytes, source: str) -> Program:
