@@ -137,6 +137,8 @@ def hostile(tmp_path_factory):
         "cut_model": (program[: len(program) // 2], "truncated protobuf message"),
         "garbage_model": (b"\xff" * 64, "protobuf"),
         "no_ops_model": (b"\x0a\x02\x08\x00", "holds no program block with ops"),
+        # field 1 (blocks) as a varint of 2**48: never memoryview(int), which would allocate it
+        "number_block": (b"\x08\x80\x80\x80\x80\x80\x80\x40", "a number where a nested message belongs"),
         "cut_pir": ((DATA / "convs.json").read_bytes()[:5000], "is not a readable PIR program"),
     }.items():
         suffix = ".json" if "pir" in name else ".pdmodel"
