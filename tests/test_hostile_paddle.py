@@ -140,6 +140,7 @@ def hostile(tmp_path_factory):
         # field 1 (blocks) as a varint of 2**48: never memoryview(int), which would allocate it
         "number_block": (b"\x08\x80\x80\x80\x80\x80\x80\x40", "a number where a nested message belongs"),
         "cut_pir": ((DATA / "convs.json").read_bytes()[:5000], "is not a readable PIR program"),
+        "deep_pir": (b'{"base_code": {"magic": "pir"}, "program": ' + b"[" * 100000 + b"]" * 100000 + b"}", "is not a readable PIR program (RecursionError"),
     }.items():
         suffix = ".json" if "pir" in name else ".pdmodel"
         (models / f"{name}{suffix}").write_bytes(data)

@@ -92,7 +92,7 @@ def sniff(path: Path, head: bytes) -> bool:
 
 def read(path: Path, arch: str = "") -> list[ConvWeight]:
     data = path.read_bytes()
-    program = pir_program(data, path.name) if data.lstrip()[:1] == b"{" else proto_program(data, path.name)
+    program = pir_program(data, path.name) if data[:64].lstrip()[:1] == b"{" else proto_program(data, path.name)
     target = params_file(path)
     if not target.is_file():
         raise ValueError(f"no {target.name} beside {path.name}: an inference model needs its parameters file of the same stem")
@@ -217,7 +217,7 @@ def pir_program(data: bytes, source: str) -> Program:
         if doc["base_code"]["magic"] != "pir":
             raise KeyError("magic")
         ops = doc["program"]["regions"][0]["blocks"][0]["ops"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
         raise ValueError(f"{source} is not a readable PIR program ({type(exc).__name__}: {str(exc)[:120]}); is it a Paddle 3 inference .json?") from None
     params, value_names, out = {}, {}, []
     for raw in ops if isinstance(ops, list) else []:
