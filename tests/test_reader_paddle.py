@@ -257,6 +257,12 @@ def test_real_inference_models_from_wheels_match_the_programs_declared_convs(tmp
         three = [dims for dims, _ in declared if dims[2:] == (3, 3)]
         rows.append((len(three), sum(d[0] * d[1] for d in three)))
     assert [len(_declared_convs(p)) for p in paths] == [62, 38, 36]
+    for path in paths:  # the sorted-name order of the .pdiparams, witnessed: every batch-norm variance >= 0
+        data = path.read_bytes()
+        program = pp.pir_program(data, path.name) if path.suffix == ".json" else pp.proto_program(data, path.name)
+        buf, tensors = pt.named_tensors(path.with_suffix(".pdiparams"), program.params)
+        variances = [n for n in tensors if n.startswith("batch_norm") and n.endswith(".w_2")]
+        assert variances and all((pt.array(buf, tensors[n]) >= 0).all() for n in variances), path
     manifest = tmp_path / "manifest.csv"
     names = [p.parent.name for p in paths]
     pd.DataFrame({"path": paths, "name": names}).to_csv(manifest, index=False)
