@@ -44,6 +44,8 @@ REGISTRY: tuple[Format, ...] = (
     Format("caffe", "caffe_net", (".caffemodel",)),
     Format("ncnn", "ncnn_net", (".param",)),
     Format("openvino", "openvino_ir", (".xml",)),
+    Format("paddle_params", "paddle_pickle", (".pdparams",)),
+    Format("paddle_inference", "paddle_program", (".pdmodel",)),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)
