@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from filtershift.readers import protowire as pw
-from filtershift.readers.coreml_nn import MAX_ELEMENTS, unpack_bits
+from filtershift.readers.coreml_nn import MAX_ELEMENTS, num, sub, subs, text, unpack_bits
 from filtershift.readers.files import inside, read_range
 from filtershift.types import ConvWeight
 
@@ -60,10 +60,10 @@ def program_convolutions(program: memoryview, model_path: Path, level_of: dict[s
     convs = []
     for i, raw in enumerate(ops):
         op = pw.parse(raw, {1, 2, 3, 5})
-        kind = pw.text(pw.first(op, 1))
+        kind = text(op, 1)
         inputs = _map(op, 2)
         attributes = _map(op, 5)
-        outputs = [pw.text(pw.first(pw.parse(o, {1}), 1)) for o in op.get(3, [])]
+        outputs = [text(pw.parse(o, {1}), 1) for o in subs(op, 3)]
         record = {"type": kind, "inputs": inputs, "attributes": attributes, "name": outputs[0] if outputs else f"op_{i}"}
         for out in outputs:
             producers[out] = record
@@ -74,7 +74,7 @@ def program_convolutions(program: memoryview, model_path: Path, level_of: dict[s
             level_of[out] = level
         if kind != "conv":
             continue
-        label = prefix + (_name_attribute(attributes, values) or record["name"])
+        label = prefix + (_name_attribute(attributes) or record["name"])
         if "weight" not in inputs:
             raise ValueError(f"conv {label}: no weight input")
         weight = values.argument(inputs["weight"], 0, f"conv {label}'s weight")
@@ -95,46 +95,46 @@ def program_convolutions(program: memoryview, model_path: Path, level_of: dict[s
 
 
 def _main_block_operations(program: memoryview) -> list[memoryview]:
-    functions = {pw.text(pw.first(entry, 1)): pw.first(entry, 2) for entry in (pw.parse(e, {1, 2}) for e in pw.parse(program, {2}).get(2, []))}
+    functions = {text(entry, 1): sub(entry, 2) for entry in (pw.parse(e, {1, 2}) for e in subs(pw.parse(program, {2}), 2))}
     if not functions:
         raise ValueError("the ML Program has no functions")
     function = pw.parse(functions.get("main") or next(iter(functions.values())) or b"", {2, 3})
-    opset = pw.text(pw.first(function, 2))
-    blocks = {pw.text(pw.first(entry, 1)): pw.first(entry, 2) for entry in (pw.parse(e, {1, 2}) for e in function.get(3, []))}
+    opset = text(function, 2)
+    blocks = {text(entry, 1): sub(entry, 2) for entry in (pw.parse(e, {1, 2}) for e in subs(function, 3))}
     block = blocks.get(opset) if opset in blocks else next(iter(blocks.values()), None)
     if block is None:
         raise ValueError("the ML Program's main function has no block")
-    return pw.parse(block, {3}).get(3, [])
+    return subs(pw.parse(block, {3}), 3)
 
 
 def _map(message: dict, number: int) -> dict[str, memoryview]:
     out = {}
-    for raw in message.get(number, []):
+    for raw in subs(message, number):
         entry = pw.parse(raw, {1, 2})
-        out[pw.text(pw.first(entry, 1))] = pw.first(entry, 2, memoryview(b""))
+        out[text(entry, 1)] = sub(entry, 2) or memoryview(b"")
     return out
 
 
 def _bindings(argument: memoryview) -> list[tuple[str | None, memoryview | None]]:
     """An Argument's bindings: ``(name, None)`` or ``(None, value)``."""
     out = []
-    for raw in pw.parse(argument, {1}).get(1, []):
+    for raw in subs(pw.parse(argument, {1}), 1):
         binding = pw.parse(raw, {1, 2})
-        out.append((pw.text(pw.first(binding, 1)), None) if 1 in binding else (None, pw.first(binding, 2, memoryview(b""))))
+        out.append((text(binding, 1), None) if 1 in binding else (None, sub(binding, 2) or memoryview(b"")))
     return out
 
 
-def _name_attribute(attributes: dict, values: _Values) -> str:
+def _name_attribute(attributes: dict) -> str:
     raw = attributes.get("name")
     if raw is None:
         return ""
-    strings = _tensor_message(raw).get(4)
-    return pw.text(pw.first(pw.parse(strings[0], {1}), 1)) if strings else ""
+    strings = sub(_tensor_message(raw), 4)
+    return "" if strings is None else text(pw.parse(strings, {1}), 1)
 
 
 def _tensor_message(value: memoryview) -> dict:
-    immediate = pw.first(pw.parse(value, {3}), 3)
-    tensor = None if immediate is None else pw.first(pw.parse(immediate, {1}), 1)
+    immediate = sub(pw.parse(value, {3}), 3)
+    tensor = None if immediate is None else sub(pw.parse(immediate, {1}), 1)
     return {} if tensor is None else pw.parse(tensor)
 
 
@@ -167,7 +167,7 @@ class _Values:
         if kind == "constexpr_blockwise_shift_scale":
             return _shift_scale(op["name"], *(self.param(op, k, depth, optional=k == "offset") for k in ("data", "scale", "offset")))
         if kind == "constexpr_lut_to_dense":
-            return _lut(op["name"], *(self.param(op, k, depth, optional=k != "lut") for k in ("lut", "indices", "shape", "vector_axis")))
+            return _lut(op["name"], *(self.param(op, k, depth, optional=k in ("shape", "vector_axis")) for k in ("lut", "indices", "shape", "vector_axis")))
         return None
 
     def param(self, op: dict, key: str, depth: int, optional: bool = False) -> np.ndarray | None:
@@ -191,12 +191,12 @@ class _Values:
         if raw is None:
             return None
         message = pw.parse(raw, {2, 3, 5})
-        dtype_code, shape = _tensor_type(pw.first(message, 2), what)
+        dtype_code, shape = _tensor_type(sub(message, 2), what)
         count = math.prod(shape)
         if count > MAX_ELEMENTS:
             raise ValueError(f"{what}: absurd shape {shape}")
         if 5 in message:
-            return self._blob(pw.first(message, 5), dtype_code, shape, what)
+            return self._blob(sub(message, 5), dtype_code, shape, what)
         tensor = _tensor_message(raw)
         if not tensor:
             return None
@@ -204,15 +204,15 @@ class _Values:
             return None  # strings and other non-numeric constants
         dtype, bits = DTYPES[dtype_code]
         if 7 in tensor:  # raw bytes (fp16, 8-bit and packed types)
-            data = pw.first(pw.parse(tensor[7][0], {1}), 1, memoryview(b""))
+            data = sub(pw.parse(sub(tensor, 7), {1}), 1) or memoryview(b"")
             return _from_bytes(data, dtype_code, shape, what)
         if 1 in tensor:
-            flat = pw.repeated_floats(pw.parse(tensor[1][0], {1}), 1)
+            flat = pw.repeated_floats(pw.parse(sub(tensor, 1), {1}), 1)
         elif 6 in tensor:
-            flat = pw.repeated_floats(pw.parse(tensor[6][0], {1}), 1, "<f8")
+            flat = pw.repeated_floats(pw.parse(sub(tensor, 6), {1}), 1, "<f8")
         elif 2 in tensor or 5 in tensor or 3 in tensor:
             number = 2 if 2 in tensor else (5 if 5 in tensor else 3)
-            flat = np.array(pw.repeated_ints(pw.parse(tensor[number][0], {1}), 1), np.int64)
+            flat = np.array(pw.repeated_ints(pw.parse(sub(tensor, number), {1}), 1), np.int64)
         else:
             return None
         if flat.size != count:
@@ -221,7 +221,7 @@ class _Values:
 
     def _blob(self, raw: memoryview, dtype_code: int, shape: tuple[int, ...], what: str) -> np.ndarray:
         blob = pw.parse(raw, {1, 2})
-        file_name, offset = pw.text(pw.first(blob, 1)), pw.first(blob, 2, 0)
+        file_name, offset = text(blob, 1), num(blob, 2)
         path = self._blob_file(file_name, what)
         sentinel, blob_type, size, data_offset = METADATA.unpack(read_range(path, offset, METADATA.size, f"{what}: blob metadata"))
         if sentinel != SENTINEL:
@@ -242,17 +242,17 @@ class _Values:
 
 
 def _tensor_type(raw: memoryview | None, what: str) -> tuple[int, tuple[int, ...]]:
-    tensor = None if raw is None else pw.first(pw.parse(raw, {1}), 1)
+    tensor = None if raw is None else sub(pw.parse(raw, {1}), 1)
     if tensor is None:
         raise ValueError(f"{what}: not a tensor value")
     message = pw.parse(tensor, {1, 3})
     shape = []
-    for raw_dim in message.get(3, []):
-        constant = pw.first(pw.parse(raw_dim, {1}), 1)
+    for raw_dim in subs(message, 3):
+        constant = sub(pw.parse(raw_dim, {1}), 1)
         if constant is None:
             raise ValueError(f"{what}: a stored tensor with an unknown dimension")
-        shape.append(pw.first(pw.parse(constant, {1}), 1, 0))
-    return pw.first(message, 1, 0), tuple(shape)
+        shape.append(num(pw.parse(constant, {1}), 1))
+    return num(message, 1), tuple(shape)
 
 
 def _from_bytes(data: memoryview | bytes, dtype_code: int, shape: tuple[int, ...], what: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from filtershift.readers import protowire as pw
 from filtershift.readers.coreml_mil import program_convolutions
-from filtershift.readers.coreml_nn import network_convolutions
+from filtershift.readers.coreml_nn import network_convolutions, sub, subs, texts
 from filtershift.readers.files import folder_files
 from filtershift.types import ConvWeight
 
@@ -74,23 +74,23 @@ def _model_convolutions(model: dict, model_path: Path, level_of: dict[str, int],
         raise ValueError(f"Core ML pipelines nested more than {MAX_NESTING} deep; refused")
     for number in NEURAL_NETWORKS:
         if number in model:
-            return network_convolutions(pw.first(model, number), level_of, prefix)
+            return network_convolutions(sub(model, number), level_of, prefix)
     if ML_PROGRAM in model:
-        return program_convolutions(pw.first(model, ML_PROGRAM), model_path, level_of, prefix)
+        return program_convolutions(sub(model, ML_PROGRAM), model_path, level_of, prefix)
     for number in PIPELINES:
         if number in model:
-            pipeline = pw.first(model, number)
+            pipeline = sub(model, number)
             if number != 202:
-                pipeline = pw.first(pw.parse(pipeline, {1}), 1, memoryview(b""))
+                pipeline = sub(pw.parse(pipeline, {1}), 1) or memoryview(b"")
             return _pipeline_convolutions(pipeline, model_path, level_of, prefix, nesting)
     return []
 
 
 def _pipeline_convolutions(pipeline: memoryview, model_path: Path, level_of: dict[str, int], prefix: str, nesting: int) -> list[ConvWeight]:
     message = pw.parse(pipeline, {PIPELINE_MODELS, PIPELINE_NAMES})
-    names = [pw.text(n) for n in message.get(PIPELINE_NAMES, [])]
+    names = texts(message, PIPELINE_NAMES)
     convs = []
-    for i, raw in enumerate(message.get(PIPELINE_MODELS, [])):
+    for i, raw in enumerate(subs(message, PIPELINE_MODELS)):
         sub = pw.parse(raw, {SPEC_VERSION, DESCRIPTION, *NEURAL_NETWORKS, ML_PROGRAM, *PIPELINES})
         label = names[i] if i < len(names) and names[i] else f"model_{i}"
         convs += _model_convolutions(sub, model_path, level_of, f"{prefix}{label}/", nesting + 1)

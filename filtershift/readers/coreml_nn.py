@@ -34,18 +34,50 @@ N_BITS, LINEAR, LOOKUP_TABLE = 1, 101, 102
 MAX_ELEMENTS = 2**31
 
 
+def sub(message: dict, number: int) -> memoryview | None:
+    """The first value of a message (or bytes) field; a corrupt file whose field holds a number
+    instead is refused rather than read as something else."""
+    values = subs(message, number)
+    return values[0] if values else None
+
+
+def subs(message: dict, number: int) -> list[memoryview]:
+    values = message.get(number, [])
+    if any(not isinstance(v, memoryview) for v in values):
+        raise ValueError(f"corrupt protobuf message (field {number} should be length-delimited)")
+    return values
+
+
+def text(message: dict, number: int) -> str:
+    value = sub(message, number)
+    return "" if value is None else pw.text(value)
+
+
+def texts(message: dict, number: int) -> list[str]:
+    return [pw.text(v) for v in subs(message, number)]
+
+
+def num(message: dict, number: int, default: int = 0) -> int:
+    values = message.get(number)
+    if not values:
+        return default
+    if not isinstance(values[0], int):
+        raise ValueError(f"corrupt protobuf message (field {number} should be a number)")
+    return values[0]
+
+
 def network_convolutions(network: memoryview, level_of: dict[str, int], prefix: str = "") -> list[ConvWeight]:
     """The regular 2-D convolutions of one serialized NeuralNetwork message, in layer order;
     ``level_of`` maps blob names to levels and is shared by the models of a pipeline."""
-    layers = pw.parse(network, {NETWORK_LAYERS}).get(NETWORK_LAYERS, [])
+    layers = subs(pw.parse(network, {NETWORK_LAYERS}), NETWORK_LAYERS)
     convs = []
     for i, raw in enumerate(layers):
         layer = pw.parse(raw, {LAYER_NAME, LAYER_INPUT, LAYER_OUTPUT, LAYER_CONVOLUTION})
-        name = prefix + (pw.text(pw.first(layer, LAYER_NAME)) or f"layer_{i}")
-        inputs = [pw.text(v) for v in layer.get(LAYER_INPUT, [])]
-        outputs = [pw.text(v) for v in layer.get(LAYER_OUTPUT, [])]
+        name = prefix + (text(layer, LAYER_NAME) or f"layer_{i}")
+        inputs = texts(layer, LAYER_INPUT)
+        outputs = texts(layer, LAYER_OUTPUT)
         upstream = max((level_of.get(b, -1) for b in inputs), default=-1)
-        params = pw.first(layer, LAYER_CONVOLUTION)
+        params = sub(layer, LAYER_CONVOLUTION)
         conv = None if params is None else _convolution(params, name)
         level = upstream + 1 if conv is not None else upstream
         for blob in outputs:
@@ -59,19 +91,19 @@ def network_convolutions(network: memoryview, level_of: dict[str, int], prefix: 
 def _convolution(raw: memoryview, name: str) -> tuple[np.ndarray, int] | None:
     """(weight, groups) of a convolution layer; ``None`` for a deconvolution."""
     conv = pw.parse(raw, {OUT_CHANNELS, KERNEL_CHANNELS, N_GROUPS, KERNEL_SIZE, IS_DECONVOLUTION, WEIGHTS})
-    if pw.first(conv, IS_DECONVOLUTION, 0):
+    if num(conv, IS_DECONVOLUTION):
         return None
     size = pw.repeated_ints(conv, KERNEL_SIZE) or [3, 3]  # the spec's default kernel is 3x3
     if len(size) != 2:
         raise ValueError(f"convolution layer {name!r}: kernelSize {size} is not (height, width)")
-    shape = (pw.first(conv, OUT_CHANNELS, 0), pw.first(conv, KERNEL_CHANNELS, 0), *size)
+    shape = (num(conv, OUT_CHANNELS), num(conv, KERNEL_CHANNELS), *size)
     count = math.prod(shape)
     if any(d <= 0 for d in shape) or count > MAX_ELEMENTS:
         raise ValueError(f"convolution layer {name!r}: absurd weight shape {shape}")
-    groups = pw.first(conv, N_GROUPS, 1) or 1
+    groups = num(conv, N_GROUPS, 1) or 1
     if shape[0] % groups:
         raise ValueError(f"convolution layer {name!r}: nGroups {groups} does not divide its {shape[0]} output channels")
-    params = pw.first(conv, WEIGHTS)
+    params = sub(conv, WEIGHTS)
     if params is None:
         raise ValueError(f"convolution layer {name!r} holds no weights")
     return weight_values(params, count, shape[0], name).reshape(shape), int(groups)
@@ -80,11 +112,11 @@ def _convolution(raw: memoryview, name: str) -> tuple[np.ndarray, int] | None:
 def weight_values(raw: memoryview, count: int, channels: int, name: str) -> np.ndarray:
     """The ``count`` float32 values of a ``WeightParams``, dequantized per output channel."""
     params = pw.parse(raw, {FLOAT_VALUE, FLOAT16_VALUE, RAW_VALUE, INT8_RAW_VALUE, QUANTIZATION})
-    quantization = pw.first(params, QUANTIZATION)
+    quantization = sub(params, QUANTIZATION)
     if FLOAT_VALUE in params:
         values = pw.repeated_floats(params, FLOAT_VALUE)
     elif FLOAT16_VALUE in params:
-        data = pw.first(params, FLOAT16_VALUE)
+        data = sub(params, FLOAT16_VALUE)
         if len(data) != 2 * count:
             raise ValueError(f"convolution layer {name!r}: {len(data):,} bytes of float16 weights for {count:,} values")
         values = np.frombuffer(data, "<f2").astype(np.float32)
@@ -100,20 +132,20 @@ def weight_values(raw: memoryview, count: int, channels: int, name: str) -> np.n
 def _dequantize(params: dict, raw_quantization: memoryview, count: int, channels: int, name: str) -> np.ndarray:
     quantization = pw.parse(raw_quantization, {N_BITS, LINEAR, LOOKUP_TABLE})
     if INT8_RAW_VALUE in params:
-        data = pw.first(params, INT8_RAW_VALUE)
+        data = sub(params, INT8_RAW_VALUE)
         if len(data) != count:
             raise ValueError(f"convolution layer {name!r}: {len(data):,} int8 weights for {count:,} values")
         q = np.frombuffer(data, "i1").astype(np.float32)
     else:
-        bits = pw.first(quantization, N_BITS, 0)
+        bits = num(quantization, N_BITS)
         if not 1 <= bits <= 8:
             raise ValueError(f"convolution layer {name!r}: {bits}-bit quantized weights (1 to 8 bits are read)")
-        q = unpack_bits(pw.first(params, RAW_VALUE), bits, count, msb_first=True, what=f"convolution layer {name!r}")
-    linear, table = pw.first(quantization, LINEAR), pw.first(quantization, LOOKUP_TABLE)
+        q = unpack_bits(sub(params, RAW_VALUE), bits, count, msb_first=True, what=f"convolution layer {name!r}")
+    linear, table = sub(quantization, LINEAR), sub(quantization, LOOKUP_TABLE)
     if table is not None:
         lut = pw.repeated_floats(pw.parse(table, {1}), 1)
-        if INT8_RAW_VALUE in params or lut.size < 2 ** pw.first(quantization, N_BITS, 0):
-            raise ValueError(f"convolution layer {name!r}: a lookup table of {lut.size} entries for {pw.first(quantization, N_BITS, 0)}-bit indices")
+        if INT8_RAW_VALUE in params or lut.size < 2 ** num(quantization, N_BITS):
+            raise ValueError(f"convolution layer {name!r}: a lookup table of {lut.size} entries for {num(quantization, N_BITS)}-bit indices")
         return lut[q.astype(np.intp)]
     if linear is None:
         raise ValueError(f"convolution layer {name!r}: quantized weights without linear or lookup-table parameters")

