@@ -168,6 +168,8 @@ class _Values:
             return _shift_scale(op["name"], *(self.param(op, k, depth, optional=k == "offset") for k in ("data", "scale", "offset")))
         if kind == "constexpr_lut_to_dense":
             return _lut(op["name"], *(self.param(op, k, depth, optional=k in ("shape", "vector_axis")) for k in ("lut", "indices", "shape", "vector_axis")))
+        if kind.startswith("constexpr_"):
+            raise ValueError(f"{kind} {op['name']}: weights compressed this way are not read (dequantize, lookup-table and shift-scale are)")
         return None
 
     def param(self, op: dict, key: str, depth: int, optional: bool = False) -> np.ndarray | None:
