@@ -29,6 +29,7 @@ FLOAT = [("tiny_nn_fp32.mlmodel", np.float32), ("tiny_nn_fp16.mlmodel", np.float
 QUANTIZED = [
     ("tiny_nn_int8.mlmodel", 255, True, 0.5), ("tiny_nn_lut4.mlmodel", 15, False, 0.5),
     ("tiny_int8.mlpackage", 255, True, 0.6), ("tiny_int8_ios18.mlpackage", 255, True, 0.6), ("tiny_lut4.mlpackage", 15, False, 0.6),
+    ("tiny_lut4_ios18.mlpackage", 15, False, 0.6),
 ]
 
 
@@ -141,11 +142,12 @@ def _conv_network(out: int, kernel_channels: int, values: int) -> bytes:
     return _message((1, 4), (2, DESCRIPTION), (500, _message((1, layer))))
 
 
-def _program_with_weight(dims: list[int], file_name: str, offset: int, data_type: int = 11) -> bytes:
-    """An ML Program whose one conv reads its weight from a blob file value."""
-    tensor_type = _message((1, data_type), (2, len(dims)), *((3, _message((1, _message((1, d))))) for d in dims))
+def _program_with_weight(dims: list[int], file_name: str, offset: int, producer: str = "const") -> bytes:
+    """An ML Program whose one conv reads its weight from a blob file value (the ``val`` of a
+    ``producer`` op)."""
+    tensor_type = _message((1, 10), (2, len(dims)), *((3, _message((1, _message((1, d))))) for d in dims))
     value = _message((2, _message((1, tensor_type))), (5, _message((1, file_name), (2, offset))))
-    const = _message((1, "const"), (3, _message((1, "w"))), (5, _message((1, "val"), (2, value))))
+    const = _message((1, producer), (3, _message((1, "w"))), (5, _message((1, "val"), (2, value))))
     argument = lambda name: _message((1, _message((1, name))))  # noqa: E731
     conv = _message((1, "conv"), (2, _message((1, "x"), (2, argument("x")))), (2, _message((1, "weight"), (2, argument("w")))), (3, _message((1, "y"))))
     block = _message((2, "y"), (3, const), (3, conv))
@@ -198,6 +200,10 @@ def _hostile_models(folder: Path) -> dict[str, str]:
     cases["escape.mlpackage"] = "outside the model's folder"
     package("absolute", _program_with_weight([8, 3, 3, 3], str(folder / "outside.bin"), 64))
     cases["absolute.mlpackage"] = "is not under @model_path"
+    package("sparse", _program_with_weight([8, 3, 3, 3], "@model_path/weights/weight.bin", 64, "constexpr_sparse_to_dense"))
+    cases["sparse.mlpackage"] = "constexpr_sparse_to_dense w: weights compressed this way are not read"
+    package("fp16-blob", _program_with_weight([8, 3, 3, 3], "@model_path/weights/weight.bin", 64))
+    cases["fp16-blob.mlpackage"] = None  # a valid hand-built program: the stem's fp16 blob
     blob = package("symlink")
     blob.unlink()
     blob.symlink_to(folder.parent / "outside_pkg.bin")
@@ -223,8 +229,8 @@ def test_hostile_core_ml_models_fail_with_one_line_reasons_beside_a_good_one(tmp
     manifest.write_text("path,name,task\n" + "".join(f"{folder / n},{n},test\n" for n in names))
     report = run_extraction(plan_extraction(read_manifest(manifest), tmp_path / "db"), show_progress=False)
     statuses = report.statuses.set_index("name")
-    assert (statuses.loc[["good.mlpackage", "good.mlmodel"], "status"] == "ok").all()
-    for name, reason in expect.items():
+    assert (statuses.loc[["good.mlpackage", "good.mlmodel", "fp16-blob.mlpackage"], "status"] == "ok").all()
+    for name, reason in ((n, r) for n, r in expect.items() if r is not None):
         status, error = statuses.at[name, "status"], statuses.at[name, "error"]
         assert status == "failed" and reason in error and "\n" not in error, (name, error)
 
@@ -233,7 +239,7 @@ def test_hostile_models_are_refused_within_bounded_memory(tmp_path):
     expect = _hostile_models(tmp_path)
     tracemalloc.start()
     try:
-        for name in expect:
+        for name in (n for n, r in expect.items() if r is not None):
             with pytest.raises(ValueError):
                 read_convolutions(tmp_path / name, detect_format(tmp_path / name))
         peak = tracemalloc.get_traced_memory()[1]

@@ -21,7 +21,9 @@ fixtures and these hold the same kernels):
 - ``tiny_lut4.mlpackage``: the fp16 program (iOS16 target) through ``palettize_weights`` uniform
   4-bit (``constexpr_lut_to_dense``);
 - ``tiny_int8_ios18.mlpackage``: an iOS18-target program through ``linear_quantize_weights``
-  (``constexpr_blockwise_shift_scale``).
+  (``constexpr_blockwise_shift_scale``);
+- ``tiny_lut4_ios18.mlpackage``: the iOS18 program through ``palettize_weights`` uniform 4-bit
+  (iOS18 ``constexpr_lut_to_dense``: uint4 indices shaped as the weight, a per-tensor table).
 
 ``weight_threshold=0`` everywhere: coremltools skips tensors under 2,048 elements by default, and
 every weight here is smaller.
@@ -78,6 +80,7 @@ def main() -> None:
     save(cto.palettize_weights(fp16, lut), "tiny_lut4.mlpackage")
     ios18 = convert(traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18)
     save(cto.linear_quantize_weights(ios18, linear), "tiny_int8_ios18.mlpackage")
+    save(cto.palettize_weights(ios18, lut), "tiny_lut4_ios18.mlpackage")
 
     for path in sorted(OUT.rglob("*")):
         if path.is_file():
