@@ -126,6 +126,15 @@ def _message(*fields) -> bytes:
 DESCRIPTION = _message((1, _message((1, "x"))))
 
 
+def test_a_protobuf_that_starts_alike_but_holds_no_model_type_is_not_claimed(tmp_path):
+    """A SavedModel's saved_model.pb also opens with field 1 = 1 and a field 2 whose first field
+    opens with a string field 1; only a Core ML model type (field 200 or more) makes it a model."""
+    lookalike = tmp_path / "saved_model.pb"
+    lookalike.write_bytes(_message((1, 1), (2, _message((1, _message((1, "v1"), (2, b"ops")))))))
+    assert not coreml_model.sniff(lookalike, lookalike.read_bytes())
+    assert coreml_model.sniff(DATA / "tiny_nn_lut4.mlmodel", (DATA / "tiny_nn_lut4.mlmodel").read_bytes()[:512])
+
+
 def test_a_pipeline_of_two_networks_gives_both_prefixed(tmp_path):
     nn = (DATA / "tiny_nn_fp32.mlmodel").read_bytes()
     pipeline = _message((1, 4), (2, DESCRIPTION), (200, _message((1, _message((1, nn), (1, nn), (2, "first"), (2, "second"))))))

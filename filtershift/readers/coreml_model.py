@@ -31,7 +31,9 @@ MAX_MODEL_BYTES = 2**31  # protobuf's own limit on one message
 def sniff(path: Path, head: bytes) -> bool:
     """A Model message starts with ``specificationVersion`` (field 1, a small varint), then its
     ``description`` (field 2) whose first field is an input's ``FeatureDescription`` (field 1),
-    itself starting with the input's name (field 1)."""
+    itself starting with the input's name (field 1); and it holds a model type (a field numbered
+    200 or more), which tells it from other protobufs that start alike (a SavedModel's
+    ``saved_model.pb``)."""
     if not path.is_file() or len(head) < 8 or head[0] != 0x08 or not 1 <= head[1] <= 64 or head[2] != 0x12:
         return False
     try:
@@ -39,15 +41,17 @@ def sniff(path: Path, head: bytes) -> bool:
         if head[pos] != 0x0A:
             return False
         _, pos = pw.varint(memoryview(head), pos + 1)
-        return head[pos] == 0x0A
+        if head[pos] != 0x0A:
+            return False
     except (ValueError, IndexError):
         return False
+    return any(number >= 200 for number in _top_level_fields(path))
 
 
 def companions(path: Path) -> list[Path]:
     """An ML Program's blob files beside a bare ``model.mlmodel``: every file under ``weights/``."""
     weights = path.parent / "weights"
-    if not weights.is_dir() or not _top_level_types(path.read_bytes()) & {ML_PROGRAM}:
+    if not weights.is_dir() or ML_PROGRAM not in _top_level_fields(path):
         return []
     return folder_files(weights)
 
@@ -97,8 +101,30 @@ def _pipeline_convolutions(pipeline: memoryview, model_path: Path, level_of: dic
     return convs
 
 
-def _top_level_types(data: bytes) -> set[int]:
-    try:
-        return {number for number, _, _ in pw.fields(data)}
-    except ValueError:
-        return set()
+def _top_level_fields(path: Path, limit: int = 64) -> set[int]:
+    """The field numbers at the top level of the message in ``path`` (at most ``limit`` fields),
+    found by skipping from key to key without reading the values; a corrupt tail ends the scan."""
+    numbers: set[int] = set()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size and len(numbers) < limit:
+            f.seek(pos)
+            chunk = memoryview(f.read(24))
+            try:
+                key, at = pw.varint(chunk, 0)
+                wire = key & 7
+                if wire == pw.VARINT:
+                    _, at = pw.varint(chunk, at)
+                elif wire == pw.LENGTH:
+                    length, at = pw.varint(chunk, at)
+                    at += length
+                elif wire in (pw.FIXED64, pw.FIXED32):
+                    at += 8 if wire == pw.FIXED64 else 4
+                else:
+                    break
+            except ValueError:
+                break
+            numbers.add(key >> 3)
+            pos += at
+    return numbers
