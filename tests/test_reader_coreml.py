@@ -144,11 +144,22 @@ def test_a_pipeline_of_two_networks_gives_both_prefixed(tmp_path):
     assert [c.level for c in found] == list(LEVELS) * 2  # the second network reads the same input x
 
 
-def _conv_network(out: int, kernel_channels: int, values: int) -> bytes:
+def _conv_network(out: int, kernel_channels: int, values: int, packed: bool = True) -> bytes:
     weights = _message((1, struct.pack(f"<{values}f", *range(values))))
+    if not packed:  # one fixed32 field per value, as a proto2-style writer may store them
+        weights = b"".join(_varint(1 << 3 | 5) + struct.pack("<f", v) for v in range(values))
     conv = _message((1, out), (2, kernel_channels), (20, _varint(3) + _varint(3)), (90, weights))
     layer = _message((1, "c"), (2, "x"), (3, "y"), (100, conv))
     return _message((1, 4), (2, DESCRIPTION), (500, _message((1, layer))))
+
+
+def test_unpacked_float_values_are_read_and_too_many_refused_before_they_pile_up(tmp_path):
+    (tmp_path / "unpacked.mlmodel").write_bytes(_conv_network(2, 1, 18, packed=False))
+    (conv,) = read_convolutions(tmp_path / "unpacked.mlmodel", "coreml")
+    np.testing.assert_array_equal(conv.weight.ravel(), np.arange(18, dtype=np.float32))
+    (tmp_path / "many.mlmodel").write_bytes(_conv_network(2, 1, 100_000, packed=False))
+    with pytest.raises(ValueError, match="more than 18 weight values"):
+        read_convolutions(tmp_path / "many.mlmodel", "coreml")
 
 
 def _program_with_weight(dims: list[int], file_name: str, offset: int, producer: str = "const") -> bytes:

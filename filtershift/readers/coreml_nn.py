@@ -111,22 +111,50 @@ def _convolution(raw: memoryview, name: str) -> tuple[np.ndarray, int] | None:
 
 def weight_values(raw: memoryview, count: int, channels: int, name: str) -> np.ndarray:
     """The ``count`` float32 values of a ``WeightParams``, dequantized per output channel."""
-    params = pw.parse(raw, {FLOAT_VALUE, FLOAT16_VALUE, RAW_VALUE, INT8_RAW_VALUE, QUANTIZATION})
+    params = pw.parse(raw, {FLOAT16_VALUE, RAW_VALUE, INT8_RAW_VALUE, QUANTIZATION})
     quantization = sub(params, QUANTIZATION)
-    if FLOAT_VALUE in params:
-        values = pw.repeated_floats(params, FLOAT_VALUE)
-    elif FLOAT16_VALUE in params:
+    values = _float_values(raw, count, name)
+    if values is None:
+        if quantization is not None and (RAW_VALUE in params or INT8_RAW_VALUE in params):
+            return _dequantize(params, quantization, count, channels, name)
         data = sub(params, FLOAT16_VALUE)
+        if data is None:
+            raise ValueError(f"convolution layer {name!r}: no floatValue, float16Value or quantized weights")
         if len(data) != 2 * count:
             raise ValueError(f"convolution layer {name!r}: {len(data):,} bytes of float16 weights for {count:,} values")
         values = np.frombuffer(data, "<f2").astype(np.float32)
-    elif quantization is not None and (RAW_VALUE in params or INT8_RAW_VALUE in params):
-        return _dequantize(params, quantization, count, channels, name)
-    else:
-        raise ValueError(f"convolution layer {name!r}: no floatValue, float16Value or quantized weights")
     if values.size != count:
         raise ValueError(f"convolution layer {name!r}: {values.size:,} weight values for a kernel of {count:,}")
     return values.astype(np.float32, copy=False)
+
+
+def _float_values(raw: memoryview, count: int, name: str) -> np.ndarray | None:
+    """The ``floatValue`` field, packed (as writers store it) or one value per field, refused as
+    soon as it holds more than ``count`` values (so a hostile file cannot make a list per float)."""
+    parts: list[np.ndarray] = []
+    singles: list[int] = []
+    found = total = 0
+    for number, wire, value in pw.fields(raw):
+        if number != FLOAT_VALUE:
+            continue
+        found = 1
+        if wire == pw.LENGTH:
+            if len(value) % 4:
+                raise ValueError(f"convolution layer {name!r}: packed floatValue of {len(value):,} bytes, not a multiple of 4")
+            parts.append(np.frombuffer(value, "<f4"))
+            total += len(value) // 4
+        elif wire == pw.FIXED32:
+            singles.append(value)
+            total += 1
+        else:
+            raise ValueError(f"convolution layer {name!r}: floatValue of wire type {wire}")
+        if total > count:
+            raise ValueError(f"convolution layer {name!r}: more than {count:,} weight values for a kernel of {count:,}")
+    if not found:
+        return None
+    if singles:
+        parts.append(np.array(singles, np.uint32).view("<f4"))
+    return np.concatenate(parts) if len(parts) != 1 else parts[0]
 
 
 def _dequantize(params: dict, raw_quantization: memoryview, count: int, channels: int, name: str) -> np.ndarray:
