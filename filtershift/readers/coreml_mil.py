@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from filtershift.readers import protowire as pw
-from filtershift.readers.coreml_nn import MAX_ELEMENTS, num, sub, subs, text, unpack_bits
+from filtershift.readers.coreml_nn import MAX_ELEMENTS, bounded_floats, num, sub, subs, text, unpack_bits
 from filtershift.readers.files import inside, read_range
 from filtershift.types import ConvWeight
 
@@ -48,6 +48,7 @@ BLOB_TYPES = {1: 10, 2: 11, 3: 31, 4: 21, 5: 13, 6: 22, 7: 32, 8: 25, 9: 37, 10:
 SENTINEL = 0xDEADBEEF
 METADATA = struct.Struct("<IIQQ")  # sentinel, data type, size in bytes, data offset (then reserved)
 MAX_CHAIN = 8
+MAX_IMMEDIATE_INTS = 2**20  # integer immediates are parameters (shapes, axes), never weights
 MODEL_PATH = "@model_path/"
 
 
@@ -208,13 +209,17 @@ class _Values:
         if 7 in tensor:  # raw bytes (fp16, 8-bit and packed types)
             data = sub(pw.parse(sub(tensor, 7), {1}), 1) or memoryview(b"")
             return _from_bytes(data, dtype_code, shape, what)
-        if 1 in tensor:
-            flat = pw.repeated_floats(pw.parse(sub(tensor, 1), {1}), 1)
-        elif 6 in tensor:
-            flat = pw.repeated_floats(pw.parse(sub(tensor, 6), {1}), 1, "<f8")
+        if 1 in tensor or 6 in tensor:
+            flat = bounded_floats(sub(tensor, 1 if 1 in tensor else 6), 1, count, what, "<f4" if 1 in tensor else "<f8")
+            flat = np.zeros(0, np.float32) if flat is None else flat
         elif 2 in tensor or 5 in tensor or 3 in tensor:
             number = 2 if 2 in tensor else (5 if 5 in tensor else 3)
-            flat = np.array(pw.repeated_ints(pw.parse(sub(tensor, number), {1}), 1), np.int64)
+            if count > MAX_IMMEDIATE_INTS:
+                raise ValueError(f"{what}: {count:,} integers stored one by one; refused (weights are stored as bytes or blobs)")
+            ints = sub(tensor, number)
+            if len(ints) > 11 * count + 16:  # at most 10 bytes a varint, and a key when not packed
+                raise ValueError(f"{what}: {len(ints):,} bytes of integers for {count:,} values")
+            flat = np.array(pw.repeated_ints(pw.parse(ints, {1}), 1), np.int64)
         else:
             return None
         if flat.size != count:

@@ -113,7 +113,7 @@ def weight_values(raw: memoryview, count: int, channels: int, name: str) -> np.n
     """The ``count`` float32 values of a ``WeightParams``, dequantized per output channel."""
     params = pw.parse(raw, {FLOAT16_VALUE, RAW_VALUE, INT8_RAW_VALUE, QUANTIZATION})
     quantization = sub(params, QUANTIZATION)
-    values = _float_values(raw, count, name)
+    values = bounded_floats(raw, FLOAT_VALUE, count, f"convolution layer {name!r}")
     if values is None:
         if quantization is not None and (RAW_VALUE in params or INT8_RAW_VALUE in params):
             return _dequantize(params, quantization, count, channels, name)
@@ -128,32 +128,34 @@ def weight_values(raw: memoryview, count: int, channels: int, name: str) -> np.n
     return values.astype(np.float32, copy=False)
 
 
-def _float_values(raw: memoryview, count: int, name: str) -> np.ndarray | None:
-    """The ``floatValue`` field, packed (as writers store it) or one value per field, refused as
-    soon as it holds more than ``count`` values (so a hostile file cannot make a list per float)."""
+def bounded_floats(raw: memoryview, number: int, count: int, what: str, dtype: str = "<f4") -> np.ndarray | None:
+    """A repeated ``float`` / ``double`` field, packed (as writers store it) or one value per field,
+    refused as soon as it holds more than ``count`` values, so a hostile file cannot make a Python
+    object per value; ``None`` when the field is absent."""
+    width = np.dtype(dtype).itemsize
     parts: list[np.ndarray] = []
     singles: list[int] = []
     found = total = 0
-    for number, wire, value in pw.fields(raw):
-        if number != FLOAT_VALUE:
+    for field, wire, value in pw.fields(raw):
+        if field != number:
             continue
         found = 1
         if wire == pw.LENGTH:
-            if len(value) % 4:
-                raise ValueError(f"convolution layer {name!r}: packed floatValue of {len(value):,} bytes, not a multiple of 4")
-            parts.append(np.frombuffer(value, "<f4"))
-            total += len(value) // 4
-        elif wire == pw.FIXED32:
+            if len(value) % width:
+                raise ValueError(f"{what}: packed values of {len(value):,} bytes, not a multiple of {width}")
+            parts.append(np.frombuffer(value, dtype))
+            total += len(value) // width
+        elif wire == (pw.FIXED32 if width == 4 else pw.FIXED64):
             singles.append(value)
             total += 1
         else:
-            raise ValueError(f"convolution layer {name!r}: floatValue of wire type {wire}")
+            raise ValueError(f"{what}: values of wire type {wire}")
         if total > count:
-            raise ValueError(f"convolution layer {name!r}: more than {count:,} weight values for a kernel of {count:,}")
+            raise ValueError(f"{what}: more than {count:,} values for {count:,} weights")
     if not found:
         return None
     if singles:
-        parts.append(np.array(singles, np.uint32).view("<f4"))
+        parts.append(np.array(singles, np.uint32 if width == 4 else np.uint64).view(dtype))
     return np.concatenate(parts) if len(parts) != 1 else parts[0]
 
 
