@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import dask
 import numpy as np
 import pytest
@@ -189,3 +192,32 @@ def test_extraction_stores_the_moments_of_what_it_commits(tmp_path, tests_arch):
         k = int(np.flatnonzero(stored.layer_id == layer.layer_id)[0])
         ref = Moments.of(prepare(rows_[layer.start:layer.stop], "raw"))
         np.testing.assert_allclose(stored.raw.mean[k], ref.mean, rtol=0, atol=1e-14)
+
+
+def test_consolidation_takes_the_staged_moments_without_reading_the_kernels(tmp_path, tests_arch):
+    """The staging task stages each layer's moments; consolidation relabels them and never reads
+    the staged kernels again (a folder staged without them, by an older version, gets them computed)."""
+    from filtershift.extraction.layermoments import staged_moments
+    from filtershift.extraction.manifest import read_manifest
+    from filtershift.extraction.staging import load_staged_kernels, stage_checkpoint
+    from tests.nets import make_model, save_all_formats
+    from tests.test_extract import write_manifest
+
+    path = save_all_formats(make_model(0), tmp_path, "m0")["state_dict"]
+    entry = read_manifest(write_manifest(tmp_path, [{"path": path.name, "name": "m0", "arch": "tests:mixed"}]))[0]
+    staged = stage_checkpoint(entry, str(tmp_path / "staging"))
+    assert staged.status == "ok", staged.error
+    folder = Path(staged.folder)
+    kernels = np.array(load_staged_kernels(staged.folder))
+    sizes = np.array(json.loads((folder / "layers.json").read_text())["n_filters"], np.int64)
+    ids = np.arange(100, 100 + len(sizes))
+    expected = layer_moments(kernels, ids, sizes)
+    (folder / "kernels.npy").unlink()  # were they read, this would fail
+    got = staged_moments(staged.folder, ids, sizes)
+    np.testing.assert_array_equal(got.layer_id, ids)
+    for scaling in ("raw", "scaled"):
+        np.testing.assert_array_equal(got.of_scaling(scaling).m2, expected.of_scaling(scaling).m2)
+        np.testing.assert_array_equal(got.of_scaling(scaling).mean, expected.of_scaling(scaling).mean)
+    np.save(folder / "kernels.npy", kernels)
+    (folder / "moments.npz").unlink()  # staged by an older version
+    np.testing.assert_array_equal(staged_moments(staged.folder, ids, sizes).scaled.m2, expected.scaled.m2)

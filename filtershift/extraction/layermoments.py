@@ -1,9 +1,11 @@
 """The per-layer PCA moments of newly committed models (docs/design.md §3 ``layer_moments.npz``).
 
-Called by consolidation right after the tables' commit, under the writer lock: one task per new
-model computes its layers' moments from its staged kernels (in the page cache, just copied into
-the store) and the entries are added to ``DB/layer_moments.npz``. The file is a cache: if this
-step fails or is killed, the first analysis that needs the moments reads those layers once.
+Each staging task computes its layers' moments while it holds the kernels in memory and stages
+them beside the kernels (``moments.npz``); consolidation, right after the tables' commit and
+under the writer lock, gives them their layer ids and adds them to ``DB/layer_moments.npz``, so
+the staged rows are never read again for them. A staging folder without moments (left by an
+older version) has them computed from its kernels. The file is a cache: if this step fails or is
+killed, the first analysis that needs the moments reads those layers once.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import dask
 import numpy as np
 import pandas as pd
 
-from filtershift.analysis.moments import LayerMoments, layer_moments, to_arrays
-from filtershift.extraction.staging import load_staged_kernels
+from filtershift.analysis.moments import LayerMoments, StackedMoments, layer_moments, to_arrays
+from filtershift.extraction.staging import load_staged_kernels, load_staged_moments
 from filtershift.store.moments import write_moments
 
 
 def staged_moments(folder: str, layer_ids: np.ndarray, sizes: np.ndarray) -> LayerMoments:
     """The moments of one staged model's layers (``sizes[k]`` rows of ``layer_ids[k]`` in order)."""
-    return layer_moments(load_staged_kernels(folder, mmap=True), layer_ids, sizes)
+    staged = load_staged_moments(folder, len(layer_ids))
+    if staged is None or not np.array_equal(staged["n"], sizes):
+        return layer_moments(load_staged_kernels(folder, mmap=True), layer_ids, sizes)
+    return LayerMoments(np.asarray(layer_ids, np.int64),
+                        StackedMoments(staged["n"].astype(np.int64), staged["raw_mean"], staged["raw_m2"]),
+                        StackedMoments(staged["n"].astype(np.int64), staged["scaled_mean"], staged["scaled_m2"]))
 
 
 def record_layer_moments(db: Path, models: list[tuple[str, np.ndarray, np.ndarray]], layers: pd.DataFrame) -> None:

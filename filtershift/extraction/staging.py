@@ -1,7 +1,8 @@
 """One checkpoint -> one staging folder (the per-checkpoint dask task of ``extract``).
 
 ``DB/.staging/<sha256>/`` holds ``kernels.npy`` (n, 9) float32, ``layers.json`` (per-layer
-metadata, no ids yet) and ``summary.json``; it appears atomically (filled under a temporary name,
+metadata, no ids yet), ``moments.npz`` (each layer's PCA moments, computed here while the kernels
+are in memory: :mod:`.layermoments`) and ``summary.json``; it appears atomically (filled under a temporary name,
 then renamed: :func:`filtershift.store.files.atomic_folder`), so a killed task leaves nothing that
 looks finished. Consolidation later copies staged rows into the database; no task ever writes the database itself.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from filtershift.analysis.moments import layer_moments
 from filtershift.runtime.failpoints import failpoint
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import Entry
@@ -24,6 +26,7 @@ from filtershift.store import rows_checksum
 from filtershift.store.files import atomic_folder
 
 STAGING_DIR = ".staging"
+MOMENT_FIELDS = ("n", "raw_mean", "raw_m2", "scaled_mean", "scaled_m2")
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,10 @@ def stage_checkpoint(entry: Entry, staging_root: str) -> Staged:
         rows_sha256=rows_checksum(kernels),
         folder=str(folder),
     )
+    sizes = np.array([layer.n_filters for layer in model.layers], np.int64)
+    moments = layer_moments(kernels, np.arange(len(sizes)), sizes)
     failpoint("stage:before-write")
-    _write_atomically(folder, kernels, _layers_record(model), staged)
+    _write_atomically(folder, kernels, _layers_record(model), _moments_record(moments), staged)
     failpoint("stage:after-write")
     return staged
 
@@ -96,10 +101,16 @@ def _layers_record(model) -> dict:
     return {f: [getattr(layer, f) for layer in model.layers] for f in fields}
 
 
-def _write_atomically(folder: Path, kernels: np.ndarray, layers: dict, staged: Staged) -> None:
+def _moments_record(moments) -> dict[str, np.ndarray]:
+    return {"n": moments.raw.n, "raw_mean": moments.raw.mean, "raw_m2": moments.raw.m2,
+            "scaled_mean": moments.scaled.mean, "scaled_m2": moments.scaled.m2}
+
+
+def _write_atomically(folder: Path, kernels: np.ndarray, layers: dict, moments: dict, staged: Staged) -> None:
     def fill(tmp: Path) -> None:
         np.save(tmp / "kernels.npy", kernels)
         (tmp / "layers.json").write_text(json.dumps(layers))
+        np.savez(tmp / "moments.npz", **moments)
         (tmp / "summary.json").write_text(staged.to_json())
 
     try:
@@ -117,4 +128,15 @@ def load_staged_kernels(folder: str, mmap: bool = False) -> np.ndarray:
     return np.load(Path(folder) / "kernels.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
 
 
-__all__ = ["Staged", "stage_checkpoint", "read_staged_layers", "load_staged_kernels", "STAGING_DIR"]
+def load_staged_moments(folder: str, n_layers: int) -> dict[str, np.ndarray] | None:
+    """The per-layer moments staged beside the kernels (layers in staging order), or None when the
+    folder has none of the expected shape (staged by an older version: they are computed then)."""
+    try:
+        with np.load(Path(folder) / "moments.npz", allow_pickle=False) as data:
+            arrays = {k: data[k] for k in MOMENT_FIELDS}
+    except (OSError, ValueError, KeyError):
+        return None
+    return arrays if all(len(a) == n_layers for a in arrays.values()) else None
+
+
+__all__ = ["Staged", "stage_checkpoint", "read_staged_layers", "load_staged_kernels", "load_staged_moments", "STAGING_DIR"]

@@ -45,6 +45,10 @@ REGISTRY: tuple[Format, ...] = (
     Format("caffe", "caffe_net", (".caffemodel",)),
     Format("ncnn", "ncnn_net", (".param",)),
     Format("openvino", "openvino_ir", (".xml",)),
+    Format("paddle_params", "paddle_pickle", (".pdparams",)),
+    Format("paddle_inference", "paddle_program", (".pdmodel",)),
+    Format("coreml", "coreml_model", (".mlmodel",)),
+    Format("coreml_package", "coreml_package", (".mlpackage",), folder=True),
 )
 BY_NAME = {f.name: f for f in REGISTRY}
 FORMATS = tuple(BY_NAME)

@@ -37,6 +37,8 @@ def varint(buf: memoryview, pos: int) -> tuple[int, int]:
 def fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
     """``(field number, wire type, value)`` of each field in order: an ``int`` for varints and
     fixed-width values (raw bits), a ``memoryview`` for length-delimited ones."""
+    if isinstance(data, int):  # a varint where a message was expected: never memoryview(int) (allocates int bytes)
+        raise ValueError("corrupt protobuf message (a number where a nested message belongs)")
     buf = memoryview(data).cast("B") if not isinstance(data, memoryview) or data.format != "B" else data
     pos, end = 0, len(buf)
     while pos < end:
@@ -77,6 +79,8 @@ def first(message: dict[int, list], number: int, default=None):
 
 
 def text(value: memoryview | None, default: str = "") -> str:
+    if isinstance(value, int):  # never bytes(int): that allocates int zero bytes
+        raise ValueError("corrupt protobuf message (a number where a string belongs)")
     return default if value is None else bytes(value).decode("utf-8", errors="replace")
 
 
