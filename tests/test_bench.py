@@ -186,3 +186,14 @@ def test_out_of_core_report(tmp_path):
     assert run["seconds"] > 0 and run["cpu_seconds"] > 0 and run["read_bytes"] >= 0
     assert len(run["peak_rss_mib_per_process"]) >= 3  # the command and its two workers
     assert any(line.startswith("wrote ") for line in run["log"])  # the analysis finished and wrote its results
+
+
+@pytest.mark.bench
+def test_realistic_extraction_report(tmp_path):
+    """`bench --realistic-extraction` on two checkpoints (one VGG16-, one ResNet-50-shaped): the loop
+    and the whole command both write every 3x3 kernel, and the report gives their ratio."""
+    report = run_bench(tmp_path, "--realistic-extraction", "2", "--repeats", "1", "--workers", "2")
+    assert report["n_checkpoints"] == 2 and report["bytes"] > 100e6
+    assert set(report["variants"]) == {"plain_loop", "extract_2_workers"}
+    assert report["variants"]["plain_loop"]["ratio_vs_plain_loop"] == 1.0
+    assert (tmp_path / "extract" / "loop.f32").stat().st_size == (1_634_496 + 1_257_472) * 36  # VGG16 + ResNet-50 3x3 kernels
