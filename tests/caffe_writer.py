@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+from tests.protobuf_writer import field
+from tests.protobuf_writer import varint as _varint
 
 
 def field_varint(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
+    return field(number, int(value))
 
 
 def field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return field(number, bytes(payload))
 
 
 def blob(array: np.ndarray, legacy: bool = False) -> bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import struct
 
+from tests.protobuf_writer import varint as _varint
+
 
 def tensor_bytes(dims: tuple[int, ...], dtype: int, data: bytes, version: int = 0, lod: list[bytes] | None = None, desc_size: int | None = None) -> bytes:
     """One tensor as save_combine writes it (written here from the layout, not by the reader)."""
@@ -12,12 +14,3 @@ def tensor_bytes(dims: tuple[int, ...], dtype: int, data: bytes, version: int = 
     lod = lod or []
     head = struct.pack("<IQ", version, len(lod)) + b"".join(struct.pack("<Q", len(level)) + level for level in lod)
     return head + struct.pack("<Ii", 0, len(desc) if desc_size is None else desc_size) + desc + data
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)

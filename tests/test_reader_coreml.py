@@ -17,6 +17,9 @@ from filtershift import store
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import read_manifest
 from filtershift.readers import coreml_model, detect_format, model_files, read_convolutions
+from tests.bitflips import failures_of_flipped
+from tests.protobuf_writer import message as _message
+from tests.protobuf_writer import varint as _varint
 from tests.wheels import cached_wheel_members
 
 DATA = Path(__file__).parent / "data" / "coreml"
@@ -102,27 +105,7 @@ def test_formats_are_told_by_content(tmp_path):
         np.testing.assert_array_equal(a.weight, b.weight)
 
 
-# A minimal protobuf writer, for models coremltools would not write (pipelines, hostile shapes).
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, value) -> bytes:
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    value = value.encode() if isinstance(value, str) else value
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def _message(*fields) -> bytes:
-    return b"".join(_field(n, v) for n, v in fields)
-
-
+# Hand-built models coremltools would not write (pipelines, hostile shapes): tests/protobuf_writer.py.
 DESCRIPTION = _message((1, _message((1, "x"))))
 
 
@@ -275,15 +258,7 @@ def test_bit_flips_never_escape_as_anything_but_a_reason(tmp_path, name):
     weights = source.parent / "weights"
     if weights.is_dir():
         shutil.copytree(weights, tmp_path / "weights")
-    rng = np.random.default_rng(0)
-    for _ in range(60):
-        flipped = bytearray(data)
-        flipped[rng.integers(len(flipped))] ^= 1 << int(rng.integers(8))
-        (tmp_path / "model.mlmodel").write_bytes(bytes(flipped))
-        try:
-            read_convolutions(tmp_path / "model.mlmodel", "coreml")
-        except ValueError as exc:
-            assert "\n" not in str(exc)
+    failures_of_flipped(data, tmp_path / "model.mlmodel", lambda: read_convolutions(tmp_path / "model.mlmodel", "coreml"), count=60)
 
 
 # Real models inside PyPI wheels: MediaPipe's BlazeFace (short and long range) and face mesh saved as

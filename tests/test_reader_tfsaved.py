@@ -16,6 +16,8 @@ from filtershift import store
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import read_manifest
 from filtershift.readers import detect_format, model_files, read_convolutions
+from tests.protobuf_writer import field as _field
+from tests.protobuf_writer import varint as _varint
 
 DATA = Path(__file__).parent / "data" / "tfsaved"
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -130,21 +132,6 @@ def test_extraction_stores_the_savedmodel_and_checkpoint_kernels(models, tmp_pat
 def _masked(data: bytes) -> int:
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, value: int | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return _varint(number << 3 | 2) + _varint(len(value)) + value
-    return _varint(number << 3) + _varint(value)
 
 
 def write_bundle(prefix: Path, entries: dict[str, tuple], shards: int = 1) -> None:
