@@ -197,3 +197,18 @@ def test_realistic_extraction_report(tmp_path):
     assert set(report["variants"]) == {"plain_loop", "extract_2_workers"}
     assert report["variants"]["plain_loop"]["ratio_vs_plain_loop"] == 1.0
     assert (tmp_path / "extract" / "loop.f32").stat().st_size == (1_634_496 + 1_257_472) * 36  # VGG16 + ResNet-50 3x3 kernels
+
+
+def test_read_bytes_of_reaped_children_are_counted_once():
+    """Linux adds a reaped child's I/O to its parent's counters: a worker's bytes reach its nanny,
+    then the command's, and must be counted once whichever sample saw them last."""
+    from filtershift.bench.outofcore import _own_read_bytes
+
+    worker_gone_first = {1: {"read_bytes": 215, "ppid": 0, "at": 6.0}, 2: {"read_bytes": 210, "ppid": 1, "at": 5.0},
+                         3: {"read_bytes": 200, "ppid": 2, "at": 4.0}}
+    nanny_sampled_first = {1: {"read_bytes": 215, "ppid": 0, "at": 6.0}, 2: {"read_bytes": 10, "ppid": 1, "at": 4.0},
+                           3: {"read_bytes": 200, "ppid": 2, "at": 4.5}}
+    all_alive = {1: {"read_bytes": 5, "ppid": 0, "at": 6.0}, 2: {"read_bytes": 10, "ppid": 1, "at": 6.0},
+                 3: {"read_bytes": 200, "ppid": 2, "at": 6.0}}
+    for seen in (worker_gone_first, nanny_sampled_first, all_alive):
+        assert _own_read_bytes(seen) == {1: 5, 2: 10, 3: 200}

@@ -5,7 +5,10 @@ Cold: before each run every file of the store is dropped from the page cache wit
 ``posix_fadvise(POSIX_FADV_DONTNEED)`` (no root needed; clean pages only, so the store is synced
 first), so the run reads from the disk whatever the size of RAM. While the command runs, its
 process tree is sampled (psutil): per process the bytes it read from the block device
-(``/proc/PID/io`` ``read_bytes``), its CPU time and its peak RSS (``VmHWM``).
+(``/proc/PID/io`` ``read_bytes``), its CPU time and its peak RSS (``VmHWM``). Linux adds the I/O
+of reaped children to their parent's counters (a nanny reaps its worker at shutdown), so a child's
+bytes are subtracted from a parent sampled after the child was gone; the machine-wide bytes read
+from block devices over the run (``disk_read_bytes``) are reported beside, as a cross-check.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def run_measured(argv: list[str], env: dict | None = None) -> dict:
     import psutil
 
     seen: dict[int, dict] = {}
+    disk_before = psutil.disk_io_counters()
     t = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(proc.pid)
@@ -60,16 +64,18 @@ def run_measured(argv: list[str], env: dict | None = None) -> dict:
             tree = [root] + root.children(recursive=True)
         except psutil.Error:
             tree = []
+        now = time.perf_counter()
         for p in tree:
             try:
                 with p.oneshot():
                     cpu = p.cpu_times()
                     seen[p.pid] = {"name": " ".join(p.cmdline()[1:3])[:60], "read_bytes": p.io_counters().read_bytes,
-                                   "cpu_seconds": cpu.user + cpu.system, "peak_rss": _peak_rss(p.pid)}
+                                   "cpu_seconds": cpu.user + cpu.system, "peak_rss": _peak_rss(p.pid), "ppid": p.ppid(), "at": now}
             except (psutil.Error, OSError):
                 continue
         time.sleep(SAMPLE_SECONDS)
     wall = time.perf_counter() - t
+    disk_after = psutil.disk_io_counters()
     output = proc.stdout.read() if proc.stdout else ""
     if proc.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{output[-2000:]}")
@@ -77,10 +83,26 @@ def run_measured(argv: list[str], env: dict | None = None) -> dict:
     cpu = sum(p["cpu_seconds"] for p in procs)
     return {
         "seconds": wall, "cpu_seconds": cpu, "cores_busy": cpu / wall if wall else 0.0,
-        "read_bytes": sum(p["read_bytes"] for p in procs),
+        "read_bytes": sum(_own_read_bytes(seen).values()),
+        "disk_read_bytes": (disk_after.read_bytes - disk_before.read_bytes) if disk_before and disk_after else None,
         "peak_rss_mib_per_process": sorted((p["peak_rss"] / 2**20 for p in procs), reverse=True),
         "log": [line for line in output.splitlines() if line.startswith(("read ", "results:", "wrote "))],
     }
+
+
+def _own_read_bytes(seen: dict[int, dict]) -> dict[int, int]:
+    """Each process's own bytes: its last count less the whole counts of its children that were gone
+    before its last sample (reaped into it by then). A child's whole count is its last count plus
+    those of its own children seen after it (reaped into it before it ended)."""
+    children: dict[int, list[int]] = {}
+    for pid, p in seen.items():
+        children.setdefault(p["ppid"], []).append(pid)
+
+    def whole(pid: int) -> int:
+        return seen[pid]["read_bytes"] + sum(whole(c) for c in children.get(pid, ()) if seen[c]["at"] >= seen[pid]["at"])
+
+    return {pid: max(p["read_bytes"] - sum(whole(c) for c in children.get(pid, ()) if seen[c]["at"] < p["at"]), 0)
+            for pid, p in seen.items()}
 
 
 def analyze_cold(db: Path, name: str, extra: tuple[str, ...] = (), command: tuple[str, ...] | None = None,
