@@ -2,9 +2,9 @@
 
 ``DB/.staging/<sha256>/`` holds ``kernels.npy`` (n, 9) float32, ``layers.json`` (per-layer
 metadata, no ids yet), ``moments.npz`` (each layer's PCA moments, computed here while the kernels
-are in memory: :mod:`.layermoments`) and ``summary.json``; it appears atomically (filled under a temporary name,
-then renamed: :func:`filtershift.store.files.atomic_folder`), so a killed task leaves nothing that
-looks finished. Consolidation later copies staged rows into the database; no task ever writes the database itself.
+are in memory: :mod:`.layermoments`) and ``summary.json``; it appears atomically (filled under a
+temporary name, then renamed: :func:`filtershift.store.files.atomic_folder`), so a killed task
+leaves nothing that looks finished. Consolidation later copies staged rows into the database; no task ever writes the database itself.
 """
 
 from __future__ import annotations
