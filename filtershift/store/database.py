@@ -64,7 +64,7 @@ class Database:
         ordered = self.layers.sort_values("start", kind="stable")
         return StoreChunks(str(self.path / FILTERS_STORE), self.n_rows, self.chunk_rows,
                            ordered["start"].to_numpy(np.int64), ordered["stop"].to_numpy(np.int64),
-                           ordered["layer_id"].to_numpy(np.int32), PREFETCH_CHUNKS)
+                           ordered["layer_id"].to_numpy(np.int32))
 
     def layer_moments(self) -> dict[str, np.ndarray]:
         """The stored per-layer PCA moments of this database's layers (those not stored, or stale,
@@ -82,25 +82,6 @@ class Database:
 
 
 _OPEN_GROUPS: dict[tuple, zarr.Group] = {}
-# Chunks after the one being read whose files the kernel is asked to read ahead (posix_fadvise
-# WILLNEED: asynchronous, so the disk works while this task computes). Measured in
-# docs/performance.md ("cold reads"): a cold analysis with 2 workers, 0 vs 2 vs 4 chunks ahead.
-PREFETCH_CHUNKS = 2
-
-
-def advise_will_need(chunk_file: str) -> None:
-    """Ask the kernel to read ``chunk_file`` into the page cache in the background (best effort:
-    a missing file, an empty chunk or a platform without ``posix_fadvise`` is ignored)."""
-    try:
-        fd = os.open(chunk_file, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    except (OSError, AttributeError):
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +96,10 @@ class StoreChunks:
     read tasks, which the distributed scheduler places independently, shipping chunks between
     worker processes; reading both arrays in one task avoids that (measured in
     ``filtershift/analysis/passes.py``, :class:`ChunkSource`).
+
+    No read-ahead: asking the kernel for the next chunk files (``posix_fadvise(WILLNEED)``, two
+    chunks ahead) made cold reads of a 52.7 GB store slower, 307 and 317 s against 287 and 298 s
+    without (docs/performance.md, "Out of core").
     """
 
     path: str
@@ -123,12 +108,9 @@ class StoreChunks:
     starts: np.ndarray
     stops: np.ndarray
     layer_ids: np.ndarray
-    prefetch: int = PREFETCH_CHUNKS
 
     def read(self, block: int) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = block * self.chunk_rows, min((block + 1) * self.chunk_rows, self.n_rows)
-        for ahead in range(block + 1, min(block + 1 + self.prefetch, -(-self.n_rows // self.chunk_rows))):
-            advise_will_need(os.path.join(self.path, "filters", "c", str(ahead), "0"))
         x = self._group()["filters"][lo:hi]
         first = int(np.searchsorted(self.stops, lo, side="right"))
         last = int(np.searchsorted(self.starts, hi, side="left"))
