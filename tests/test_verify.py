@@ -3,15 +3,18 @@ deliberate corruption."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from filtershift import store
+from filtershift.store import rows_checksum
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import read_manifest
 from filtershift.store.verify import verify
@@ -132,3 +135,11 @@ def test_verify_of_a_non_database_answers_like_every_command(tmp_path, capsys, k
     assert main(["verify", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {folder} is not a filter database") and f"filtershift extract MANIFEST --db {folder}" in err
+
+
+def test_row_checksum_is_the_sha256_of_the_float32_bytes():
+    """``rows_sha256`` of databases written by any version: SHA-256 of the rows as contiguous
+    float32 bytes, whatever the layout or dtype handed in (hashed in place now, not copied)."""
+    x = np.random.default_rng(0).standard_normal((1001, 9)).astype(np.float32)
+    for rows, as_stored in ((x, x), (x[::3], np.ascontiguousarray(x[::3])), (x.astype(np.float64), x), (x[:0], x[:0])):
+        assert rows_checksum(rows) == hashlib.sha256(as_stored.tobytes()).hexdigest()

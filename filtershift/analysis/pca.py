@@ -57,7 +57,9 @@ class Moments:
         x = np.asarray(x, dtype=np.float64)
         if len(x) == 0:
             return cls.empty(x.shape[1])
-        mean = x.mean(axis=0)
+        # The column sums as one BLAS product: numpy's mean over axis 0 of a 9-wide array is a slow
+        # strided reduction (1.4x for the whole moments of a sub-block, equal to 1e-15).
+        mean = (np.ones(len(x)) @ x) / len(x)
         xc = x - mean
         return cls(len(x), mean, xc.T @ xc)
 

@@ -50,12 +50,9 @@ def read_range(path: Path, offset: int, size: int, what: str = "data") -> bytes:
     return data
 
 
-def sha256_file(path: Path, block: int = 4 * 2**20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def sha256_model(path: Path, files: list[Path]) -> str:

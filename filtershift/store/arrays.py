@@ -18,7 +18,8 @@ from filtershift.store.errors import DatabaseError
 def rows_checksum(filters: np.ndarray) -> str:
     """sha256 of rows as contiguous float32 bytes: the ``rows_sha256`` recorded per model at
     extraction and checked by ``verify``."""
-    return hashlib.sha256(np.ascontiguousarray(filters, dtype=np.float32).tobytes()).hexdigest()
+    rows = np.ascontiguousarray(filters, dtype=np.float32)
+    return hashlib.sha256(rows.reshape(-1).view(np.uint8)).hexdigest()  # hashed in place, not copied to bytes
 
 
 def layer_of_rows(rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, layer_ids: np.ndarray) -> np.ndarray:
