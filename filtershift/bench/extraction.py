@@ -14,6 +14,27 @@ FORMATS = ("torch", "safetensors", "torchscript", "onnx")
 SUFFIX = {"torch": "pt", "safetensors": "safetensors", "torchscript": "ts.pt", "onnx": "onnx"}
 
 
+def save_checkpoint(model, path: Path, fmt: str, input_size: int) -> None:
+    """``model`` written by torch as ``fmt``: torch (a state dict), torch_fp16 (the same in
+    float16), safetensors, torchscript or onnx (traced on a 3 x input_size x input_size image)."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = model.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy ONNX exporter's DeprecationWarning
+        if fmt == "torch":
+            torch.save(state, path)
+        elif fmt == "torch_fp16":
+            torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
+        elif fmt == "safetensors":
+            save_file({k: v.contiguous() for k, v in state.items()}, path)
+        elif fmt == "torchscript":
+            torch.jit.script(model).save(str(path))
+        else:
+            torch.onnx.export(model, torch.randn(1, 3, input_size, input_size), str(path), dynamo=False)
+
+
 def make_checkpoints(folder: Path, n_models: int) -> Path:
     """Random-init VGG-style checkpoints (8 conv layers, widths 32-80) spread over the four formats;
     reused when the manifest for ``n_models`` already exists."""
@@ -22,7 +43,6 @@ def make_checkpoints(folder: Path, n_models: int) -> Path:
     if manifest.exists():
         return manifest
     import torch
-    from safetensors.torch import save_file
     from torch import nn
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -38,16 +58,7 @@ def make_checkpoints(folder: Path, n_models: int) -> Path:
         model = nn.Sequential(*layers).eval()
         fmt = FORMATS[i % 4]
         path = folder / f"m{i}.{SUFFIX[fmt]}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the legacy ONNX exporter's DeprecationWarning
-            if fmt == "torch":
-                torch.save(model.state_dict(), path)
-            elif fmt == "safetensors":
-                save_file(model.state_dict(), path)
-            elif fmt == "torchscript":
-                torch.jit.script(model).save(str(path))
-            else:
-                torch.onnx.export(model, torch.randn(1, 3, 16, 16), str(path), dynamo=False)
+        save_checkpoint(model, path, fmt, input_size=16)
         rows.append(f"{path.name},m{i},{fmt}")
     manifest.write_text("\n".join(rows) + "\n")
     return manifest

@@ -70,7 +70,8 @@ def resnet50():
 def make_realistic(folder: Path, n_models: int = 40, log=print) -> Path:
     """``n_models`` checkpoints under ``folder/realistic-N`` and their manifest (reused when present)."""
     import torch
-    from safetensors.torch import save_file
+
+    from filtershift.bench.extraction import save_checkpoint
 
     folder = Path(folder) / f"realistic-{n_models}"
     manifest = folder / "manifest.csv"
@@ -85,18 +86,7 @@ def make_realistic(folder: Path, n_models: int = 40, log=print) -> Path:
         model = (vgg16_features if family == "vgg16" else resnet50)().eval()
         fmt = FORMATS[(i // 2) % len(FORMATS)]
         path = folder / f"{family}-{i}{SUFFIX[fmt]}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the legacy ONNX exporter's DeprecationWarning
-            if fmt == "torch":
-                torch.save(model.state_dict(), path)
-            elif fmt == "torch_fp16":
-                torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
-            elif fmt == "safetensors":
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-            elif fmt == "torchscript":
-                torch.jit.script(model).save(str(path))
-            else:
-                torch.onnx.export(model, torch.randn(1, 3, 64, 64), str(path), dynamo=False)
+        save_checkpoint(model, path, fmt, input_size=64)
         rows.append(f"{path.name},{family}-{i},{'' if fmt == 'torch_fp16' else fmt},{family}")
         log(f"wrote {path.name}")
     manifest.write_text("\n".join(rows) + "\n")
