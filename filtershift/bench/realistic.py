@@ -4,7 +4,7 @@ single-process loop that loads each checkpoint and writes its 3x3 kernels to one
 The checkpoints are generated here with torch (random initialisation, seeded): VGG16-shaped
 (the 13 convolutions of ``features``) and ResNet-50-shaped (bottleneck blocks, 3-4-6-3) models,
 each as a bare state dict, a safetensors file, an ONNX graph, a TorchScript archive and an fp16
-state dict, in turn; 40 of them hold about 57.8M 3x3 kernels in 2.6 GB. Both commands are timed
+state dict, in turn; 40 of them hold 57,839,360 3x3 kernels in 2.8 GB. Both commands are timed
 as processes (:func:`filtershift.bench.outofcore.run_measured`: wall time, CPU, peak RSS per
 process), interleaved, with the page cache warm (every file is read once before the first run).
 """
