@@ -13,6 +13,7 @@ from filtershift import store
 from filtershift.cli import main
 from filtershift.extraction.extract import plan_extraction, run_extraction
 from filtershift.extraction.manifest import ManifestError, read_manifest
+from filtershift.store.verify import verify
 
 from tests.nets import MIXED_LAYERS, MIXED_N_CONV, expected_kernels, make_model, save_all_formats
 
@@ -136,3 +137,27 @@ def test_cli_one_and_two_workers_build_identical_databases(zoo, tmp_path, capsys
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "db1" / table), pd.read_parquet(tmp_path / "db2" / table))
     assert main(["extract", str(manifest), "--db", str(tmp_path / "db1"), "--no-progress"]) == 0
     assert "is up to date" in capsys.readouterr().err
+
+
+def test_each_checkpoint_is_read_once_and_only_shared_chunks_are_staged(zoo, tmp_path, monkeypatch, tests_arch):
+    """Every checkpoint is parsed once; the staging folder never holds more than the rows of the
+    chunks neighbours share (at most two partial chunks per checkpoint), whatever its size."""
+    import filtershift.extraction.staging as staging
+
+    folder, rows, _ = zoo
+    parsed, staged_rows = [], []
+    real_read, real_write = staging.read_convolutions, staging._write_atomically
+    monkeypatch.setattr(staging, "read_convolutions", lambda path, *a: parsed.append(Path(path).name) or real_read(path, *a))
+
+    def counting_write(target, edges, *rest):
+        staged_rows.append(len(edges["head_filters"]) + len(edges["tail_filters"]))
+        return real_write(target, edges, *rest)
+
+    monkeypatch.setattr(staging, "_write_atomically", counting_write)
+    chunk = 8  # smaller than a model (48 rows each)
+    report = run_extraction(plan_extraction(read_manifest(write_manifest(folder, rows)), tmp_path / "db"), chunk_rows=chunk, show_progress=False)
+    assert report.n_failed == 0 and report.n_new_models == len(rows)
+    assert sorted(parsed) == sorted(r["path"] for r in rows)  # each once
+    assert len(staged_rows) == report.n_new_models and all(n < 2 * chunk for n in staged_rows)
+    assert sum(staged_rows) < report.n_new_filters / 3
+    assert verify(tmp_path / "db") == []  # every model's rows in the store match its checksum

@@ -194,30 +194,43 @@ def test_extraction_stores_the_moments_of_what_it_commits(tmp_path, tests_arch):
         np.testing.assert_allclose(stored.raw.mean[k], ref.mean, rtol=0, atol=1e-14)
 
 
-def test_consolidation_takes_the_staged_moments_without_reading_the_kernels(tmp_path, tests_arch):
-    """The staging task stages each layer's moments; consolidation relabels them and never reads
-    the staged kernels again (a folder staged without them, by an older version, gets them computed)."""
+def test_written_checkpoints_stage_their_moments_and_edges_only(tmp_path, tests_arch):
+    """A written checkpoint stages its layers' moments and its edge rows, never its kernels, and
+    the moments recorded after the commit are those of the rows in the store."""
     from filtershift.extraction.layermoments import staged_moments
     from filtershift.extraction.manifest import read_manifest
-    from filtershift.extraction.staging import load_staged_kernels, stage_checkpoint
+    from filtershift.extraction.staging import Placement, load_edges, read_checkpoint, write_checkpoint
+    from filtershift.store import ensure_store, grow_rows
     from tests.nets import make_model, save_all_formats
     from tests.test_extract import write_manifest
 
     path = save_all_formats(make_model(0), tmp_path, "m0")["state_dict"]
     entry = read_manifest(write_manifest(tmp_path, [{"path": path.name, "name": "m0", "arch": "tests:mixed"}]))[0]
-    staged = stage_checkpoint(entry, str(tmp_path / "staging"))
-    assert staged.status == "ok", staged.error
+    checkpoint = read_checkpoint(entry, str(tmp_path / "staging"))
+    assert checkpoint.staged.status == "ok", checkpoint.staged.error
+    kernels, n = checkpoint.kernels, checkpoint.staged.n_filters
+    chunk = 16
+    group = ensure_store(tmp_path / "db", chunk_rows=chunk)
+    grow_rows(group, 5 + n)
+    staged = write_checkpoint(checkpoint, entry, Placement(start=5, first_layer=100), str(tmp_path / "db" / FILTERS_STORE), str(tmp_path / "staging"))
     folder = Path(staged.folder)
-    kernels = np.array(load_staged_kernels(staged.folder))
+    assert sorted(p.name for p in folder.iterdir()) == ["edges.npz", "layers.json", "moments.npz", "summary.json"]
+    edges = load_edges(staged.folder)
+    head, tail = len(edges["head_filters"]), len(edges["tail_filters"])
+    assert head == chunk - 5 and head + tail < 2 * chunk < n  # only the rows of shared chunks are staged
+    np.testing.assert_array_equal(edges["head_filters"], kernels[:head])
+    np.testing.assert_array_equal(edges["tail_filters"], kernels[n - tail:])
+    stored = group["filters"][5 + head:5 + n - tail]
+    np.testing.assert_array_equal(stored, kernels[head:n - tail])  # the whole chunks, written directly
     sizes = np.array(json.loads((folder / "layers.json").read_text())["n_filters"], np.int64)
     ids = np.arange(100, 100 + len(sizes))
     expected = layer_moments(kernels, ids, sizes)
-    (folder / "kernels.npy").unlink()  # were they read, this would fail
-    got = staged_moments(staged.folder, ids, sizes)
+    got = staged_moments(staged.folder, 100, len(sizes))
     np.testing.assert_array_equal(got.layer_id, ids)
     for scaling in ("raw", "scaled"):
         np.testing.assert_array_equal(got.of_scaling(scaling).m2, expected.of_scaling(scaling).m2)
         np.testing.assert_array_equal(got.of_scaling(scaling).mean, expected.of_scaling(scaling).mean)
-    np.save(folder / "kernels.npy", kernels)
-    (folder / "moments.npz").unlink()  # staged by an older version
-    np.testing.assert_array_equal(staged_moments(staged.folder, ids, sizes).scaled.m2, expected.scaled.m2)
+    (folder / "moments.npz").unlink()
+    assert staged_moments(staged.folder, 100, len(sizes)) is None  # missing: left to the analysis
+
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,11 +127,11 @@ def _arch_of(models: pd.DataFrame, path: Path) -> str:
 
 
 def read_checkpoint_query(path: Path, fmt: str | None, arch: str, results) -> LoadedQuery:
-    """Read ``path`` exactly as ``extract`` does (a staging task into a temporary folder), then scale,
-    project and bin its filters with the analysis's PCA and edges."""
+    """Read ``path`` exactly as ``extract``'s read task does, then scale, project and bin its
+    filters with the analysis's PCA and edges."""
     from filtershift.analysis.nearest import CHECKSUM_COLUMN, NearestError, layer_units, query_counts
     from filtershift.extraction.manifest import Entry
-    from filtershift.extraction.staging import load_staged_kernels, read_staged_layers, stage_checkpoint
+    from filtershift.extraction.staging import read_checkpoint
     from filtershift.readers import FORMATS, detect_format
 
     path = Path(path).resolve()
@@ -142,13 +141,12 @@ def read_checkpoint_query(path: Path, fmt: str | None, arch: str, results) -> Lo
         fmt = fmt or detect_format(path)
     except ValueError as exc:
         raise NearestError(f"--checkpoint {path}: {exc} (e.g. --format {FORMATS[0]}).") from None
-    with tempfile.TemporaryDirectory(prefix="filtershift-query-") as tmp:
-        staged = stage_checkpoint(Entry(row=1, name=path.stem, path=path, format=fmt, arch=arch), tmp)
-        if staged.status != "ok":
-            raise NearestError(f"--checkpoint {path} cannot be queried ({staged.status}): {staged.error}. "
-                               "Check --format and --arch, or give a checkpoint with 3x3 convolutions.")
-        kernels = np.array(load_staged_kernels(staged.folder))
-        layers = read_staged_layers(staged.folder)
+    checkpoint = read_checkpoint(Entry(row=1, name=path.stem, path=path, format=fmt, arch=arch), "", reuse=False)
+    staged = checkpoint.staged
+    if staged.status != "ok":
+        raise NearestError(f"--checkpoint {path} cannot be queried ({staged.status}): {staged.error}. "
+                           "Check --format and --arch, or give a checkpoint with 3x3 convolutions.")
+    kernels, layers = checkpoint.kernels, pd.DataFrame(staged.layers)
     kernels, layers, where_applied = analysed_part(kernels, layers, results.parameters.get("where"), path)
     binned = query_counts(kernels, layers["n_filters"].to_numpy(), results.pca, results.bins.edges)
     units = layer_units(binned.counts, np.zeros(len(layers), dtype=np.int64), layers["depth_decile"].to_numpy())

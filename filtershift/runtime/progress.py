@@ -32,7 +32,7 @@ def _n_tasks(collections) -> int:
     return sum(len(c.__dask_graph__()) for c in collections if hasattr(c, "__dask_graph__"))
 
 
-def _current_client():
+def current_client():
     try:
         from distributed import get_client
 
@@ -50,7 +50,7 @@ def compute(*collections, label: str = "", show: bool = True):
         out = dask.compute(*collections)
         _done_line(label, _n_tasks(collections), t0)
         return out
-    client = _current_client()
+    client = current_client()
     if client is None:
         if not show:
             return dask.compute(*collections)
@@ -83,7 +83,7 @@ def compute_each(tasks: Sequence, label: str = "", show: bool = True) -> list[tu
 def _compute_each(tasks: Sequence, label: str, show: bool) -> list[tuple[object, BaseException | None]]:
     import dask
 
-    client = _current_client()
+    client = current_client()
     if client is None:
         out = []
         iterator = _bar(tasks, label, show)
@@ -130,3 +130,32 @@ def _bar(items, label: str, show: bool):
     from tqdm import tqdm
 
     return tqdm(items, desc=label, file=sys.stderr, unit="task", dynamic_ncols=True)
+
+
+class Counter:
+    """A bar the caller advances (``update``), for work handed out piece by piece; on a redirected
+    log one line at the end, as :func:`compute_each` prints."""
+
+    def __init__(self, total: int, label: str, show: bool = True):
+        self.total, self.label, self.failed = total, label, 0
+        self.t0 = time.perf_counter()
+        self.line = show and not on_terminal()
+        self.bar = None
+        if show and on_terminal():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, file=sys.stderr, unit="task", dynamic_ncols=True)
+
+    def update(self, failed: bool = False) -> None:
+        self.failed += failed
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def __enter__(self) -> "Counter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.line and exc[0] is None:
+            _done_line(self.label, self.total, self.t0, f" ({self.failed} failed)" if self.failed else "")

@@ -39,6 +39,18 @@ def resize_rows(group: zarr.Group, n_rows: int) -> None:
         group["layer"].resize((n_rows,))
 
 
+def grow_rows(group: zarr.Group, n_rows: int) -> None:
+    """Give both arrays at least ``n_rows`` rows, never fewer than they have (while rows are placed
+    one checkpoint at a time, rows written beyond by an interrupted run stay until the final size)."""
+    if group["filters"].shape[0] < n_rows:
+        resize_rows(group, n_rows)
+
+
+def chunk_rows_of(store_path: str) -> int:
+    """The rows per chunk of the store at ``store_path``."""
+    return int(zarr.open_array(store_path, path="filters", mode="r").chunks[0])
+
+
 def write_rows(store_path: str, start: int, filters: np.ndarray, layer: np.ndarray,
                between: Callable[[], None] | None = None) -> None:
     """Write ``filters`` and then ``layer`` at rows ``[start, start + n)`` of the sized store;
