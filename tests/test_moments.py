@@ -19,7 +19,7 @@ import pytest
 
 from filtershift.analysis import fitmoments, passes
 from filtershift.analysis.compute import analyze
-from filtershift.analysis.moments import layer_moments, to_layer_moments
+from filtershift.analysis.moments import SUB_ROWS, layer_moments, to_layer_moments
 from filtershift.analysis.pca import Moments, pca_from_moments, prepare
 from filtershift.analysis.plan import make_plan
 from filtershift.analysis.results import load_results
@@ -87,6 +87,63 @@ def test_layer_moments_are_the_moments_of_each_layer():
     pieces = layer_moments(FILTERS[a:b], [0, 0], [half - a, b - half])
     whole = pieces.take([0]).merge(pieces.take([1]))
     np.testing.assert_allclose(whole.scaled.m2[0], lm.scaled.m2[0], rtol=1e-12, atol=1e-13)
+
+
+AWKWARD_SIZES = [1, 0, SUB_ROWS - 1, SUB_ROWS, SUB_ROWS + 1, 2, 100, 3 * SUB_ROWS + 17, 0, 5 * SUB_ROWS]
+
+
+def _plain_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and centred scatter of the float64 rows ``x`` in one piece (np.cov's arithmetic)."""
+    x = np.asarray(x, np.float64)
+    if len(x) == 0:
+        return np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
+    mean = x.mean(axis=0)
+    return mean, (x - mean).T @ (x - mean)
+
+
+def _plain_scaled(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    m = np.abs(x).max(axis=1)
+    return x / np.where(m == 0, 1.0, m)[:, None]
+
+
+def test_layer_moments_equal_a_plain_computation_for_awkward_sizes():
+    """Sub-blocks of SUB_ROWS with a partial last one, 1-row and empty layers, all-zero rows, and
+    sub-block means that drift (so the merge's between-block term matters), to 1e-12."""
+    sizes = np.array(AWKWARD_SIZES, np.int64)
+    rng = np.random.default_rng(7)
+    n = int(sizes.sum())
+    drift = np.linspace(0.0, 0.3, n)[:, None] * rng.standard_normal(9)
+    x = (rng.standard_normal((n, 9)) * 0.05 + 0.02 + drift).astype(np.float32)
+    x[rng.choice(n, 500, replace=False)] = 0.0
+    lm = layer_moments(x, np.arange(len(sizes)) + 10, sizes)
+    assert lm.layer_id.tolist() == (np.arange(len(sizes)) + 10).tolist()
+    stops = np.cumsum(sizes)
+    for k, (a, b) in enumerate(zip(stops - sizes, stops)):
+        for form, stacked in ((x[a:b], lm.raw), (_plain_scaled(x[a:b]), lm.scaled)):
+            mean, m2 = _plain_moments(form)
+            assert stacked.n[k] == b - a
+            scale = max(float(np.abs(m2).max()), 1e-300)
+            np.testing.assert_allclose(stacked.mean[k], mean, rtol=0, atol=1e-12 * max(float(np.abs(mean).max()), 1e-300))
+            np.testing.assert_allclose(stacked.m2[k], m2, rtol=0, atol=1e-12 * scale)
+            if b - a == 1:
+                assert not stacked.m2[k].any()
+
+
+def test_layer_moments_carry_non_finite_rows():
+    """A NaN or Inf row makes its layer's moments non-finite (the analysis refuses them, naming the
+    layer); the other layers are untouched."""
+    sizes = np.array([SUB_ROWS + 5, 300, 40, SUB_ROWS * 2], np.int64)
+    x = (np.random.default_rng(3).standard_normal((int(sizes.sum()), 9)) * 0.05).astype(np.float32)
+    x[SUB_ROWS + 5 + 17, 4] = np.nan
+    x[SUB_ROWS + 5 + 300 + 3, 0] = np.inf
+    x[-1, 8] = -np.inf
+    lm = layer_moments(x, np.arange(4), sizes)
+    for stacked in (lm.raw, lm.scaled):
+        finite = [bool(np.isfinite(stacked.mean[k]).all() and np.isfinite(stacked.m2[k]).all()) for k in range(4)]
+        assert finite == [True, False, False, False]
+    mean, m2 = _plain_moments(x[: sizes[0]])
+    np.testing.assert_allclose(lm.raw.m2[0], m2, rtol=0, atol=1e-12 * np.abs(m2).max())
 
 
 def test_database_without_moments_gets_them_once_then_reuses_them(synthetic_db, monkeypatch):

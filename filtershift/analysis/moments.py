@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from filtershift.analysis.pca import N_FEATURES, Moments, prepare
+from filtershift.analysis.pca import N_FEATURES, Moments
 
 SCALINGS = ("raw", "scaled")
 SUB_ROWS = 8192  # rows per Moments.of call (float64 temporaries stay in cache; see analysis/passes.py)
@@ -125,11 +125,8 @@ class LayerMoments:
 
 def rows_moments(x: np.ndarray) -> tuple[Moments, Moments]:
     """Moments of the rows ``x`` (raw float32) in both analysed forms: (raw, scaled)."""
-    raw, scaled = Moments.empty(x.shape[1]), Moments.empty(x.shape[1])
-    for s in range(0, len(x), SUB_ROWS):
-        block = prepare(x[s : s + SUB_ROWS], "raw")
-        raw = raw.merge(Moments.of(block))
-        scaled = scaled.merge(Moments.of(prepare(block, "scaled")))
+    with _quiet():
+        _, raw, scaled = _layer_forms_moments(x, _Scratch(min(len(x), SUB_ROWS), x.shape[1]))
     return raw, scaled
 
 
@@ -153,13 +150,83 @@ def block_layer_moments(x: np.ndarray, block_start: int, layer_ids: np.ndarray, 
 
 
 def _ranges_moments(x: np.ndarray, layer_ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> LayerMoments:
-    out = {s: [] for s in SCALINGS}
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    k, d = len(lo), x.shape[1]
+    raw, scaled = StackedMoments.zeros(k, d), StackedMoments.zeros(k, d)
+    scratch = _Scratch(int(min(np.max(hi - lo, initial=0), SUB_ROWS)), d)
     with _quiet():
-        for a, b in zip(np.asarray(lo).tolist(), np.asarray(hi).tolist()):
-            raw, scaled = rows_moments(x[a:b])
-            out["raw"].append(raw)
-            out["scaled"].append(scaled)
-    return LayerMoments(np.asarray(layer_ids, np.int64), StackedMoments.of(out["raw"]), StackedMoments.of(out["scaled"]))
+        for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
+            raw.n[i] = scaled.n[i] = b - a
+            _, r, s = _layer_forms_moments(x[a:b], scratch)
+            raw.mean[i], raw.m2[i], scaled.mean[i], scaled.m2[i] = r.mean, r.m2, s.mean, s.m2
+    return LayerMoments(np.asarray(layer_ids, np.int64), raw, scaled)
+
+
+# The moments of one layer's rows, both forms from one float64 conversion. The rows are taken in
+# sub-blocks of SUB_ROWS (each centred on its own mean); the 2d float64 values of a sub-block are
+# held column-wise, rows 0..d-1 raw and d..2d-1 scaled, in one buffer reused for every sub-block
+# (0.6 MB a form: it stays in cache, and no page of a fresh temporary is faulted in). The merge is
+# Chan, Golub & LeVeque's update in its k-way form: M2 = Σ_b M2_b + Σ_b n_b (x̄_b − x̄)(x̄_b − x̄)ᵀ
+# (each M2_b a BLAS product of the sub-block's centred columns). benchmarks/bench_layer_moments.py
+# compares it with the former loop (one Moments.of and one merge per sub-block and form).
+
+
+class _Scratch:
+    """Reused buffers of one layer_moments call: the centred columns of a sub-block and its
+    per-row max |w|."""
+
+    def __init__(self, rows: int, d: int):
+        self.forms = np.empty((2 * d, max(rows, 1)))
+        self.absmax = np.empty(max(rows, 1))
+        self.ones = np.ones(max(rows, 1))
+        self.lead = np.empty((d - 1, d - 1))
+        self.col = np.empty(d)
+
+
+def _layer_forms_moments(x: np.ndarray, sc: _Scratch) -> tuple[int, Moments, Moments]:
+    """(n, raw, scaled) moments of the float32 rows ``x`` of one layer."""
+    n, d = x.shape
+    if n == 0:
+        return 0, Moments.empty(d), Moments.empty(d)
+    starts = range(0, n, SUB_ROWS)
+    sums = np.empty((len(starts), 2 * d))  # each sub-block's column sums, both forms
+    counts = np.empty(len(starts))
+    w = np.zeros((2, d, d))  # Σ_b M2_b of each form
+    for b, s in enumerate(starts):
+        rows = x[s : s + SUB_ROWS]
+        r = len(rows)
+        f = sc.forms[:, :r]
+        raw, scaled, absmax = f[:d], f[d:], sc.absmax[:r]
+        np.copyto(raw, rows.T)  # exact: every float32 is a float64
+        np.abs(raw, out=scaled)
+        np.max(scaled, axis=0, out=absmax)
+        absmax[absmax == 0] = 1.0  # all-zero rows stay zero (pca.scale_filters)
+        np.divide(raw, absmax, out=scaled)
+        np.matmul(f, sc.ones[:r], out=sums[b])  # BLAS column sums, as Moments.of takes them
+        counts[b] = r
+        f -= (sums[b] / r)[:, None]
+        _add_scatter(raw, w[0], sc)
+        _add_scatter(scaled, w[1], sc)
+    mean = sums.sum(axis=0) / n
+    dev = sums / counts[:, None] - mean  # x̄_b − x̄ of both forms
+    wdev = dev * counts[:, None]
+    out = []
+    for k, cols in enumerate((slice(0, d), slice(d, 2 * d))):
+        m2 = w[k] + wdev[:, cols].T @ dev[:, cols] if len(starts) > 1 else w[k].copy()
+        out.append(Moments(n, mean[cols].copy(), m2))
+    return n, out[0], out[1]
+
+
+def _add_scatter(a: np.ndarray, acc: np.ndarray, sc: _Scratch) -> None:
+    """``acc += a aᵀ`` for the (d, r) centred columns ``a``: the leading (d−1)² block as one GEMM
+    and the last row and column as one GEMV (OpenBLAS's kernels are 8 wide: a 9 x 9 GEMM costs
+    1.4x this pair)."""
+    d = a.shape[0]
+    np.matmul(a[: d - 1], a[: d - 1].T, out=sc.lead)
+    np.matmul(a, a[d - 1], out=sc.col)
+    acc[: d - 1, : d - 1] += sc.lead
+    acc[d - 1, :] += sc.col
+    acc[: d - 1, d - 1] += sc.col[: d - 1]
 
 
 def to_layer_moments(arrays: dict[str, np.ndarray]) -> LayerMoments:
