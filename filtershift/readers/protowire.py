@@ -1,7 +1,7 @@
 """The protocol-buffer wire format, decoded without generated code.
 
 Several checkpoint formats are protobuf messages whose schemas we know by field number (TensorFlow
-tensor bundles and graphs, Paddle programs, Caffe nets, Core ML models). Only the fields a reader
+tensor bundles and graphs, Paddle programs, Caffe nets, Core ML models, ONNX models). Only the fields a reader
 names are decoded; every length is checked against the bytes that hold it, so a hostile file fails
 with :class:`ValueError` instead of reading past its end. Length-delimited values are zero-copy
 ``memoryview`` slices of the input.
