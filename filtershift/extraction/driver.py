@@ -60,7 +60,6 @@ def _one_by_one(entry: Entry, ledger: Ledger, grow, store_path: str, staging_roo
 def _on_cluster(client, entries: list[Entry], ledger: Ledger, grow, store_path: str, staging_root: str, bar: Counter) -> list[Staged]:
     from distributed import as_completed
 
-    window = max(2, READS_PER_THREAD * sum(client.nthreads().values()))
     results: list[Staged | None] = [None] * len(entries)
     reads, summaries, role = {}, {}, {}
     pending = as_completed()
@@ -68,6 +67,7 @@ def _on_cluster(client, entries: list[Entry], ledger: Ledger, grow, store_path: 
 
     def submit_reads() -> None:
         nonlocal submitted
+        window = max(2, READS_PER_THREAD * sum(client.nthreads().values()))  # workers may come and go (SLURM)
         while submitted < len(entries) and len(reads) < window:
             entry = entries[submitted]
             reads[submitted] = client.submit(read_checkpoint, entry, staging_root, key=task_key(entry), pure=False)
