@@ -10,6 +10,7 @@ unchanged file touched or moved, a changed file kept without ``--replace-changed
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -45,14 +46,14 @@ class Ledger:
         ok_row, dead_rows = self.rows_of_name.get(entry.name, (None, []))
         if ok_row is not None and result.status == "ok" and result.sha256 == models.at[ok_row, "sha256"]:
             models.loc[ok_row, ["path", "size_bytes", "mtime_ns"]] = [str(entry.path), *file_fingerprint(entry)]  # touched or moved
-            return result, None
+            return replace(result, placement=None), None
         if result.status == "ok" and result.sha256 in self.known_sha:
             result = Staged(sha256=result.sha256, status="skipped", error=f"same content as model {self.known_sha[result.sha256]}")
         if ok_row is not None and (result.status == "failed" or not self.replace_changed):
             if result.status != "failed":
                 print(f"warning: {entry.label} changed since it was extracted as model {models.at[ok_row, 'model_id']}; "
                       "kept the stored version (pass --replace-changed to replace it)")
-            return result, None  # an unreadable new file never replaces a stored version
+            return replace(result, placement=None), None  # an unreadable new file never replaces a stored version
         if ok_row is not None:
             model_id, self.next_model = self.next_model, self.next_model + 1
             self.known_sha.pop(models.at[ok_row, "sha256"], None)
@@ -64,7 +65,7 @@ class Ledger:
         self.models = models.drop(index=dead_rows)
         self.new_models.append(model_record(entry, result, model_id))
         if result.status != "ok":
-            return result, None
+            return replace(result, placement=None), None
         self.known_sha[result.sha256] = model_id
         placement = Placement(start=self.stop, first_layer=self.next_layer)
         frame = pd.DataFrame(result.layers)

@@ -63,6 +63,7 @@ class Staged:
     rows_sha256: str = ""
     layers: dict = field(default_factory=dict)  # LAYER_FIELDS -> one value per layer
     folder: str = ""
+    reader: str = ""  # format and arch it was read with
     placement: Placement | None = None  # set once the rows are written
 
     def to_json(self) -> str:
@@ -107,9 +108,9 @@ def read_checkpoint(entry: Entry, staging_root: str, reuse: bool = True) -> Chec
         return Checkpoint(Staged(sha256="", status="failed", error=f"cannot read the file: {one_line(exc)}"))
     except ValueError as exc:  # a companion file missing or outside the model's folder
         return Checkpoint(Staged(sha256="", status="failed", error=f"{entry.format} reader: {one_line(exc)}"))
-    folder = Path(staging_root) / sha
-    if reuse and (earlier := written_before(folder)) is not None:
-        return Checkpoint(earlier)
+    folder, reader = Path(staging_root) / sha, f"{entry.format}:{entry.arch}"
+    if reuse and (earlier := written_before(folder, reader)) is not None:
+        return Checkpoint(replace(earlier, folder=str(folder)))
     try:
         model = model_kernels(read_convolutions(entry.path, entry.format, entry.arch))
     except Exception as exc:  # a hostile or broken file fails alone, with its reason
@@ -125,7 +126,7 @@ def read_checkpoint(entry: Entry, staging_root: str, reuse: bool = True) -> Chec
                                  error=f"non-finite weights (NaN or Inf) in {len(bad)} layer(s): {', '.join(bad[:3])}"))
     layers = {f: [getattr(layer, f) for layer in model.layers] for f in LAYER_FIELDS}
     staged = Staged(sha256=sha, status="ok", n_conv=model.n_conv, n_layers=len(model.layers), n_filters=int(kernels.shape[0]),
-                    kernel_counts=model.kernel_counts, rows_sha256=rows_checksum(kernels), layers=layers, folder=str(folder))
+                    kernel_counts=model.kernel_counts, rows_sha256=rows_checksum(kernels), layers=layers, folder=str(folder), reader=reader)
     sizes = np.asarray(layers["n_filters"], np.int64)
     moments = layer_moments(kernels, np.arange(len(sizes)), sizes)
     record = {"n": moments.raw.n, "raw_mean": moments.raw.mean, "raw_m2": moments.raw.m2,
@@ -133,13 +134,16 @@ def read_checkpoint(entry: Entry, staging_root: str, reuse: bool = True) -> Chec
     return Checkpoint(staged, kernels, record)
 
 
-def written_before(folder: Path) -> Staged | None:
-    """The summary of a checkpoint an earlier run wrote to the store (None if there is none)."""
+def written_before(folder: Path, reader: str = "") -> Staged | None:
+    """The summary of a checkpoint of this content already written to the store, read the same
+    way (``reader``, when given): None if there is none."""
     try:
         staged = Staged.from_json((folder / "summary.json").read_text())
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return staged if staged.placement is not None and staged.status == "ok" else None
+    if staged.placement is None or staged.status != "ok" or (reader and staged.reader != reader):
+        return None
+    return staged
 
 
 def write_checkpoint(checkpoint: Checkpoint, entry: Entry, placement: Placement, store_path: str, staging_root: str) -> Staged:
