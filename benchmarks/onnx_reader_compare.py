@@ -1,6 +1,6 @@
 """Before/after of the ONNX reader on the realistic checkpoints: the reader at git revision REV
 (exec'd from ``git show``) against the one of this tree, interleaved rounds, medians, page cache
-warm; three stages: the read, plus ``model_kernels``, plus the staging task's next step (one
+warm; three stages: the read, plus ``model_kernels``, plus the read task's next step (one
 float32 array of every kernel, checked finite), where a memory-mapped reader pays its page faults.
 
     PYTHONPATH=$PWD python benchmarks/onnx_reader_compare.py [DATA] [REV] [ROUNDS]

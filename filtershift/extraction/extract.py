@@ -32,7 +32,7 @@ from filtershift.runtime.progress import compute
 
 @dataclass(frozen=True)
 class ExtractionPlan:
-    """What a run will do: the entries that need a staging task, those already in the DB, and
+    """What a run will do: the entries that need reading, those already in the DB, and
     those of ``to_stage`` whose file changed under a stored name (see :mod:`.rerun`)."""
 
     db: Path
@@ -61,7 +61,7 @@ class ExtractionReport:
 
 def plan_extraction(entries: list[Entry], db: Path) -> ExtractionPlan:
     """Match every manifest row to the database by name (:func:`.rerun.classify`): rows stored
-    ``ok`` from the same file are up to date, every other row gets a staging task."""
+    ``ok`` from the same file are up to date, every other row is read."""
     models, _ = store.read_tables(db)
     stored = stored_by_name(models)
     kinds = [classify(entry, stored.get(entry.name)) for entry in entries]

@@ -74,7 +74,7 @@ def classify(entry: Entry, stored: StoredModel | None) -> str:
     try:
         sha = sha256_model(entry.path, model_files(entry.path, entry.format))
     except (OSError, ValueError):
-        return STAGE  # the staging task reports the problem
+        return STAGE  # the read task reports the problem
     return STAGE if sha == stored.sha256 else CHANGED
 
 
