@@ -99,9 +99,10 @@ class StoreChunks:
     worker processes; reading both arrays in one task avoids that (measured in
     ``filtershift/analysis/passes.py``, :class:`ChunkSource`).
 
-    No read-ahead: asking the kernel for the next chunk files (``posix_fadvise(WILLNEED)``, two
+    No kernel read-ahead advice: asking for the next chunk files (``posix_fadvise(WILLNEED)``, two
     chunks ahead) made cold reads of a 52.7 GB store slower, 307 and 317 s against 287 and 298 s
-    without (docs/performance.md, "Out of core").
+    without (docs/performance.md, "Out of core"). A read task instead reads its next chunk itself,
+    in a second thread (``analysis/passes.py``, ``_read_and_run``).
     """
 
     path: str
