@@ -3,7 +3,7 @@ worktrees on one synthetic store, each run cold (filtershift.bench.outofcore.dro
 
     python benchmarks/outofcore_compare.py DB OLD_TREE NEW_TREE REPEATS VARIANT...
 
-VARIANT is old | new-fill (moments file removed first) | new | new-t2 (2 threads per worker).
+VARIANT is old | old-t2 | new-fill (moments file removed first) | new | new-t2 (-t2: 2 threads per worker).
 Prints one JSON line per run. (The read-ahead variants measured in docs/performance.md, "new-p<K>",
 set a knob that no longer exists: the tree they ran is named there.)
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 from filtershift.bench.outofcore import analyze_cold
 
 COMMAND = (sys.executable, "-m", "filtershift")
-EXTRA = {"new-t2": ("--workers", "2", "--threads-per-worker", "2")}
+EXTRA = {v: ("--workers", "2", "--threads-per-worker", "2") for v in ("old-t2", "new-t2")}
 
 
 def variant_command(variant: str, old: str, new: str):
-    if variant not in ("old", "new", "new-fill", "new-t2"):
-        raise SystemExit(f"unknown variant {variant!r}: old, new, new-fill or new-t2")
-    return (old if variant == "old" else new), COMMAND, EXTRA.get(variant, ())
+    if variant not in ("old", "old-t2", "new", "new-fill", "new-t2"):
+        raise SystemExit(f"unknown variant {variant!r}: old, old-t2, new, new-fill or new-t2")
+    return (old if variant.startswith("old") else new), COMMAND, EXTRA.get(variant, ())
 
 
 def main(db: str, old: str, new: str, repeats: str, *variants: str) -> None:

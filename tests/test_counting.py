@@ -7,8 +7,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filtershift.analysis.counting import count_rows, range_rows, symmetrise
+from filtershift.analysis.counting import coefficient_range, count_rows, layer_span, range_prepare, symmetrise
 from filtershift.analysis.histograms import bin_edges
+from filtershift.analysis.pca import prepare, row_absmax
+from filtershift.analysis.types import project
 
 N_BINS, B2 = 70, 16
 PAIRS = np.array([(i, i + 1) for i in range(8)])
@@ -81,37 +83,63 @@ def test_values_on_the_right_edge_fall_in_the_last_bin():
     assert (got["hist2d"][0, :, -1, -1] == 2).all() and (got["hist2d"][0, :, 0, 0] == 1).all()
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 500), st.integers(1, 6), st.integers(1, 9))
-def test_range_rows_are_column_extremes_and_layer_sums(seed, n_rows, nl, k):
-    rng = np.random.default_rng(seed)
-    raw = rng.normal(size=(n_rows, 9)) * rng.choice([0.0, 1.0, 50.0], size=(n_rows, 1))
-    c = rng.normal(size=(n_rows, k)) * 10
-    local = np.sort(rng.integers(0, nl, n_rows))
-    cmin, cmax = np.full(k, np.inf), np.full(k, -np.inf)
+def _range(x, lid, lookup, scaling, mean, components, sub_rows):
+    """READ 2's loops over one chunk as ``passes.range_block`` runs them, sub-blocks of ``sub_rows``."""
+    lo, hi = layer_span(lid, lookup)
+    nl = hi - lo + 1
     n, sums, max_abs, nonfinite = np.zeros(nl, np.int64), np.zeros((nl, 9)), np.zeros(nl), np.zeros(nl, np.int64)
-    half = n_rows // 2  # two calls, as two sub-blocks
-    for rows in (slice(0, half), slice(half, n_rows)):
-        range_rows(raw[rows], c[rows], local[rows], np.abs(raw[rows]).max(axis=1), cmin, cmax, n, sums, max_abs, nonfinite)
-    assert not nonfinite.any()
+    cmin, cmax = np.full(len(components), np.inf), np.full(len(components), -np.inf)
+    y, r, blocks = np.empty((sub_rows, 9)), 0, []
+    while r < len(x):
+        r, m = range_prepare(x, lid, lookup, lo, r, scaling == "scaled", mean, y, n, sums, max_abs, nonfinite)
+        if m:
+            blocks.append(y[:m].copy())
+            coefficient_range(y[:m] @ components.T, cmin, cmax)
+    return lo, blocks, cmin, cmax, n, sums, max_abs, nonfinite
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 500), st.integers(1, 6), st.integers(1, 9), st.sampled_from(["scaled", "raw"]),
+       st.integers(1, 64))
+def test_range_loops_equal_numpy_bit_for_bit(seed, n_rows, nl, k, scaling, sub_rows):
+    """The analysed rows, sub-blocks of ``x[analysed]`` as READ 3 slices them, each centred exactly
+    as ``project(prepare(...))`` centres it; range, n, sums and max |w| as numpy finds them."""
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n_rows, 9)) * rng.choice([0.0, 1.0, 50.0], size=(n_rows, 1))).astype(np.float32)
+    lid = np.sort(rng.integers(0, nl + 2, n_rows)).astype(np.int32)
+    lookup = np.where(rng.random(nl + 2) < 0.7, np.arange(nl + 2) + 3, -1)  # some layers not analysed
+    keep = lookup[lid] >= 0
+    if not keep.any():
+        assert layer_span(lid, lookup) == (0, -1)
+        return
+    mean, components = rng.normal(size=9), rng.normal(size=(k, 9))
+    lo, blocks, cmin, cmax, n, sums, max_abs, nonfinite = _range(x, lid, lookup, scaling, mean, components, sub_rows)
+    raw = np.asarray(x[keep], dtype=np.float64)
+    pos = lookup[lid[keep]] - lo
+    assert lo == lookup[lid[keep]].min() and len(n) == pos.max() + 1
+    want = prepare(raw, scaling, row_absmax(raw)) - mean
+    np.testing.assert_array_equal(np.concatenate(blocks), want)
+    assert [len(b) for b in blocks] == [len(want[s : s + sub_rows]) for s in range(0, len(want), sub_rows)]
+    # projected as READ 3 projects them: sub-blocks of x[analysed] (BLAS may round a row
+    # differently in another sub-block size)
+    c = np.concatenate([project(prepare(raw[s : s + sub_rows], scaling, row_absmax(raw[s : s + sub_rows])), mean, components)
+                        for s in range(0, len(raw), sub_rows)])
     np.testing.assert_array_equal(cmin, c.min(axis=0))
     np.testing.assert_array_equal(cmax, c.max(axis=0))
-    np.testing.assert_array_equal(n, np.bincount(local, minlength=nl))
-    for layer in range(nl):
-        rows = raw[local == layer]
+    np.testing.assert_array_equal(n, np.bincount(pos, minlength=len(n)))
+    assert not nonfinite.any()
+    for layer in range(len(n)):
+        rows = raw[pos == layer]
         np.testing.assert_allclose(sums[layer], rows.sum(axis=0), rtol=1e-12, atol=1e-12)
         assert max_abs[layer] == np.abs(rows).max(initial=0.0)
 
 
 def test_non_finite_rows_are_counted_per_layer_and_never_binned_outside():
-    raw = np.ones((6, 9))
-    raw[1, 4], raw[4, 0], raw[5, 8] = np.nan, np.inf, -np.inf
-    local = np.array([0, 0, 0, 1, 1, 1])
-    nonfinite = np.zeros(2, np.int64)
+    x = np.ones((6, 9), np.float32)
+    x[1, 4], x[4, 0], x[5, 8] = np.nan, np.inf, -np.inf
+    lid = np.array([0, 0, 0, 1, 1, 1], np.int32)
     with np.errstate(invalid="ignore"):
-        absmax = np.abs(raw).max(axis=1)
-    range_rows(raw, raw.copy(), local, absmax, np.full(9, np.inf), np.full(9, -np.inf), np.zeros(2, np.int64),
-               np.zeros((2, 9)), np.zeros(2), nonfinite)
+        *_, nonfinite = _range(x, lid, np.array([0, 1]), "scaled", np.zeros(9), np.eye(9), 4)
     np.testing.assert_array_equal(nonfinite, [1, 2])
     # READ 3 is not run on such rows, but even NaN coefficients must land inside the arrays
     edges, edges_2d = bin_edges(-1.0, 1.0, N_BINS), np.tile(bin_edges(-1.0, 1.0, B2), (9, 1))

@@ -291,3 +291,31 @@ def test_written_checkpoints_stage_their_moments_and_edges_only(tmp_path, tests_
     assert staged_moments(staged.folder, 100, len(sizes)) is None  # missing: left to the analysis
 
 
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 4])
+def test_chunk_reads_are_the_zarr_arrays(synthetic_db, n_chunks):
+    """A task's chunk read straight from the chunk file (plain float32, no codec) is zarr's array
+    of those rows, a partial last chunk included; a chunk that is not a whole plain file, or a
+    store with a codec, is decoded by zarr."""
+    import zarr
+
+    db = make_db(synthetic_db, n_chunks)
+    chunks = db.chunks()
+    filters = zarr.open_group(str(db.path / FILTERS_STORE), mode="r")["filters"]
+    n_blocks = -(-db.n_rows // db.chunk_rows)
+    for b in range(n_blocks):
+        x, _ = chunks.read(b)
+        rows = min(db.chunk_rows, db.n_rows - b * db.chunk_rows)
+        plain = chunks._plain_chunk(b, rows)
+        assert plain is not None and plain.dtype == np.float32 and plain.shape == (rows, 9)
+        np.testing.assert_array_equal(plain, filters[b * db.chunk_rows : b * db.chunk_rows + rows])
+        np.testing.assert_array_equal(x, plain)
+    last = db.path / FILTERS_STORE / "filters" / "c" / str(n_blocks - 1) / "0"
+    last.write_bytes(last.read_bytes()[:-4])  # not a whole chunk: zarr decides (here: it refuses)
+    assert chunks._plain_chunk(n_blocks - 1, 1) is None
+    meta = db.path / FILTERS_STORE / "filters" / "zarr.json"
+    spec = json.loads(meta.read_text())
+    spec["codecs"].append({"name": "crc32c"})
+    meta.write_text(json.dumps(spec))
+    assert chunks._plain_chunk(0, 1) is None

@@ -125,29 +125,79 @@ def count_rows(
 
 
 @numba.njit(nogil=True, cache=True)
-def range_rows(
-    raw: np.ndarray,  # (r, 9) float64: the filters as stored
-    c: np.ndarray,  # (r, k) float64: their PCA coefficients
-    local: np.ndarray,  # (r,) int: layer position relative to the chunk's first layer
-    absmax: np.ndarray,  # (r,) float64: max |w| of each row (NaN where the row holds a NaN)
-    cmin: np.ndarray,  # out (k,) running minimum of each coefficient
-    cmax: np.ndarray,  # out (k,) running maximum
+def layer_span(lid: np.ndarray, lookup: np.ndarray) -> tuple[int, int]:
+    """The first and last layer position (``lookup[lid]``, -1: not analysed) of a chunk's rows;
+    ``(0, -1)`` when no row is analysed."""
+    lo = np.iinfo(np.int64).max
+    hi = -1
+    for r in range(len(lid)):
+        p = lookup[lid[r]]
+        if p >= 0:
+            lo = min(lo, p)
+            hi = max(hi, p)
+    return (lo, hi) if hi >= 0 else (0, -1)
+
+
+@numba.njit(nogil=True, cache=True)
+def range_prepare(
+    x: np.ndarray,  # (rows, 9) float32: a store chunk as stored
+    lid: np.ndarray,  # (rows,) int: layer_id of each row
+    lookup: np.ndarray,  # layer_id -> layer position, -1 where not analysed
+    lo: int,  # the chunk's first layer position (local positions are ``position - lo``)
+    start: int,  # the first row of ``x`` to take
+    scaled: bool,  # divide each row by its max |w| (an all-zero row by 1)
+    mean: np.ndarray,  # (9,) the PCA mean
+    y: np.ndarray,  # out (S, 9) float64: the analysed rows, centred on the PCA mean
     n: np.ndarray,  # out (nl,) int64
     sums: np.ndarray,  # out (nl, 9) float64
     max_abs: np.ndarray,  # out (nl,) float64
     nonfinite: np.ndarray,  # out (nl,) int64: rows holding a NaN or Inf
+) -> tuple[int, int]:
+    """READ 2's work on one sub-block but the projection: from row ``start`` on, the next ``S``
+    analysed rows (or all that are left) are written to ``y`` in the form the projection takes,
+    ``prepare(x) - mean``, and added to the per-layer n, sums (of the raw weights) and max |w|;
+    rows holding a NaN or Inf are counted (the caller refuses to go on: READ 3 bins only finite
+    values). Returns (the row to start from next, the rows written).
+
+    The same float64 operations in the same order as ``project(prepare(x, scaling, absmax), ...)``
+    and the per-row sums did with numpy, so every value is bit-identical: ``max |w|`` propagates a
+    NaN as ``np.maximum`` does, then ``w / m - mean``. Rows are taken as ``x[analysed]`` sliced into
+    sub-blocks of ``S`` rows, so the caller's BLAS projects exactly the sub-blocks READ 3 projects.
+    """
+    rows = y.shape[0]
+    m = 0
+    r = start
+    while r < x.shape[0] and m < rows:
+        p = lookup[lid[r]]
+        if p >= 0:
+            layer = p - lo
+            am = abs(np.float64(x[r, 0]))
+            for k in range(1, 9):
+                a = abs(np.float64(x[r, k]))
+                if a > am or a != a:  # np.maximum: NaN wins
+                    am = a
+            n[layer] += 1
+            max_abs[layer] = max(max_abs[layer], am)
+            if not math.isfinite(am):
+                nonfinite[layer] += 1
+            d = (1.0 if am == 0.0 else am) if scaled else 1.0
+            for k in range(9):
+                w = np.float64(x[r, k])
+                sums[layer, k] += w
+                y[m, k] = (w / d if scaled else w) - mean[k]
+            m += 1
+        r += 1
+    return r, m
+
+
+@numba.njit(nogil=True, cache=True)
+def coefficient_range(
+    c: np.ndarray,  # (r, k) float64: PCA coefficients
+    cmin: np.ndarray,  # out (k,) running minimum of each coefficient
+    cmax: np.ndarray,  # out (k,) running maximum
 ) -> None:
-    """Add the rows of one sub-block to the coefficient range and the per-layer n, sums, max |w|,
-    and count the rows that hold a NaN or Inf (the caller refuses to go on: READ 3 bins only
-    finite values)."""
-    for r in range(raw.shape[0]):
-        layer = local[r]
-        n[layer] += 1
-        max_abs[layer] = max(max_abs[layer], absmax[r])
-        if not math.isfinite(absmax[r]):  # np.maximum propagates NaN: a NaN or Inf anywhere in the row
-            nonfinite[layer] += 1
-        for k in range(raw.shape[1]):
-            sums[layer, k] += raw[r, k]
+    """Add the rows of ``c`` to the running minimum and maximum of each column."""
+    for r in range(c.shape[0]):
         for k in range(c.shape[1]):
             cmin[k] = min(cmin[k], c[r, k])
             cmax[k] = max(cmax[k], c[r, k])
