@@ -142,7 +142,7 @@ class StoreChunks:
         keeps chunks as plain little-endian float32 bytes (no codec: the default) and the file is
         one whole chunk; None otherwise (a codec, another layout, a chunk never written), and zarr
         decodes it. Zarr's read of a warm 9 MiB chunk costs 2.4 ms of CPU, this one 0.95 ms; the
-        bytes and the array are the same (``tests/test_store.py``)."""
+        bytes and the array are the same (``tests/test_moments.py``)."""
         if not _plain_layout(self.path, self.chunk_rows):
             return None
         out = np.empty((self.chunk_rows, 9), dtype="<f4")
