@@ -154,7 +154,7 @@ def test_peak_worker_memory_flat_in_n(tmp_path):
 
 def test_chunk_source_passes_equal_dask_array_passes(tmp_path):
     """Reading the chunks inside the tasks gives the same results as the two dask arrays: counts,
-    minima and maxima exactly, float sums to 1e-12 (a read task merges 4 chunks before the tree
+    minima and maxima exactly, float sums to 1e-12 (a read task merges its chunks before the tree
     merges the tasks, so the sums are added in another order)."""
     import dask
 

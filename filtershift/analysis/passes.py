@@ -6,8 +6,8 @@
 - READ 3 — :func:`histogram_pass`: per layer the 9 x n_bins coefficient counts and the layer
   statistics' sums; per group of the small groupings the 2-D histograms of component pairs.
 
-Each pass is one ``dask.compute`` of a tree reduction: each task reads :data:`CHUNKS_PER_TASK`
-neighbouring store chunks and makes one partial (a small object) of them, and partials are merged
+Each pass is one ``dask.compute`` of a tree reduction: each task reads :func:`chunks_per_task`
+neighbouring store chunks (up to 8) and makes one partial (a small object) of them, and partials are merged
 (``split_every`` at a time) up to one.
 Per-layer arrays in a partial cover only the layer positions the chunk touches (rows of a layer are
 contiguous), so partials stay small however many layers the database holds.
@@ -34,12 +34,21 @@ from filtershift.analysis.types import PCAResult, project
 from filtershift.runtime.malloc import relax_malloc
 
 SPLIT_EVERY = 8
-# Store chunks one read task takes, one after another, merging their partials as it goes: fewer
-# tasks to schedule and fewer partials to send and merge. On a (20M, 9) store, warm, 2 worker
-# processes, medians of 3 (two runs each, alternated): 4 chunks a task against 1, READ 1 0.92 ->
-# 0.69-0.73 s, READ 2 0.99-1.04 -> 0.84-0.91 s, READ 3 1.93-2.04 -> 1.81-1.83 s; 8 a task was no
-# better than 4, and fewer tasks balance worse on small stores.
-CHUNKS_PER_TASK = 4
+# Store chunks one read task takes, one after another, merging their partials as it goes (and
+# reading the next chunk while it computes the current one): fewer tasks to schedule and fewer
+# partials to send and merge. Warm (20M, 2 worker processes, medians of 3): 4 chunks a task against
+# 1, READ 2 0.99-1.04 -> 0.84-0.91 s, READ 3 1.93-2.04 -> 1.81-1.83 s. Cold at 1.46e9 filters
+# (5,588 chunks), with the in-task read-ahead, 8 against 4: READ 2 33.4, 33.8 s against 38.1 s
+# (the first chunk of a task is the one read with no arithmetic beside it), whole command 183.7,
+# 180.8 s against 195.2 s (docs/performance.md, "Out of core"). A store of fewer chunks keeps at
+# least MIN_READ_TASKS tasks, so that small stores still spread over the workers.
+MAX_CHUNKS_PER_TASK = 8
+MIN_READ_TASKS = 16
+
+
+def chunks_per_task(n_chunks: int) -> int:
+    """Store chunks a read task takes, for a read of ``n_chunks`` chunks."""
+    return max(1, min(MAX_CHUNKS_PER_TASK, n_chunks // MIN_READ_TASKS))
 # Rows per sub-block inside a block function. A store chunk (262144 rows) is processed in slices of
 # SUB_ROWS so that the float64 temporaries (SUB_ROWS x 9 x 8 B = 0.6 MB each) stay in cache and
 # are recycled by malloc instead of being page-faulted afresh for every chunk: measured on a
@@ -404,7 +413,7 @@ def map_reduce(filters: da.Array | ChunkSource, layer_ids: da.Array | None, bloc
             dtype=object, concatenate=True, adjust_chunks={"i": 1}, meta=np.empty((0,), dtype=object),
         )
     else:
-        index = da.from_array(np.asarray(blocks, dtype=np.int64), chunks=CHUNKS_PER_TASK)
+        index = da.from_array(np.asarray(blocks, dtype=np.int64), chunks=chunks_per_task(len(blocks)))
         source = dask.delayed(filters, pure=True)
         # readable task names in the dashboard's task stream: <label>-<token> ("pca-moments-…")
         token = dask.base.tokenize(index, source, block_fn, ctx_value)
