@@ -303,9 +303,12 @@ def read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def ensure_store(path: Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> zarr.Group:
-    """Open ``DB/filters.zarr`` for appending, creating the group and its two arrays if needed."""
+    """Open ``DB/filters.zarr`` for appending, creating the group and its two arrays if needed.
+    The caller holds the writer lock: temporary files a killed writer left are removed."""
     store = path / FILTERS_STORE
     if store.exists():
+        for leftover in store.rglob("*.partial"):  # zarr writes each file as <name>.<uuid>.partial, then renames it
+            leftover.unlink(missing_ok=True)
         group = zarr.open_group(str(store), mode="r+")
         if "filters" not in group or "layer" not in group:
             raise DatabaseError(f"{store} exists but lacks the 'filters' or 'layer' array; remove it and re-extract.")
