@@ -269,7 +269,8 @@ def test_written_checkpoints_stage_their_moments_and_edges_only(tmp_path, tests_
     chunk = 16
     group = ensure_store(tmp_path / "db", chunk_rows=chunk)
     grow_rows(group, 5 + n)
-    staged = write_checkpoint(checkpoint, entry, Placement(start=5, first_layer=100), str(tmp_path / "db" / FILTERS_STORE), str(tmp_path / "staging"))
+    staged = write_checkpoint(checkpoint, entry, Placement(start=5, first_layer=100), str(tmp_path / "db" / FILTERS_STORE), chunk,
+                              str(tmp_path / "staging"))
     folder = Path(staged.folder)
     assert sorted(p.name for p in folder.iterdir()) == ["edges.npz", "layers.json", "moments.npz", "summary.json"]
     edges = load_edges(staged.folder)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from filtershift import store
 from filtershift.extraction.ledger import Ledger
 from filtershift.extraction.manifest import Entry
-from filtershift.extraction.staging import Staged, one_line, read_checkpoint, summary_of, write_checkpoint
-from filtershift.runtime.progress import Counter, current_client
+from filtershift.extraction.staging import Staged, WriteTarget, one_line, read_checkpoint, summary_of, write_checkpoint
+from filtershift.runtime.progress import ProgressCounter, current_client
 
 READS_PER_THREAD = 2
 
@@ -33,31 +33,32 @@ def failed_task(error: BaseException) -> Staged:
     return Staged(sha256="", status="failed", error=f"task failed: {type(error).__name__}: {one_line(error)}")
 
 
-def read_and_write(entries: list[Entry], ledger: Ledger, grow: Callable[[int], None], store_path: str, staging_root: str,
+def read_and_write(entries: list[Entry], ledger: Ledger, grow: Callable[[int], None], target: WriteTarget,
                    show: bool = True) -> list[Staged]:
-    """Read, place and write every entry; returns each one's final summary, in manifest order."""
+    """Read, place and write every entry into ``target``; returns each one's final summary, in
+    manifest order."""
     client = current_client()
-    with Counter(len(entries), "extract", show) as bar:
+    with ProgressCounter(len(entries), "extract", show) as bar:
         if client is None:
-            return [_one_by_one(e, ledger, grow, store_path, staging_root, bar) for e in entries]
-        return _on_cluster(client, entries, ledger, grow, store_path, staging_root, bar)
+            return [_one_by_one(e, ledger, grow, target, bar) for e in entries]
+        return _on_cluster(client, entries, ledger, grow, target, bar)
 
 
-def _one_by_one(entry: Entry, ledger: Ledger, grow, store_path: str, staging_root: str, bar: Counter) -> Staged:
+def _one_by_one(entry: Entry, ledger: Ledger, grow, target: WriteTarget, bar: ProgressCounter) -> Staged:
     try:
-        checkpoint = read_checkpoint(entry, staging_root)
+        checkpoint = read_checkpoint(entry, target.staging_root)
     except Exception as exc:  # noqa: BLE001 — as a failed task on a cluster
         staged, placement = ledger.place(entry, failed_task(exc))
     else:
         staged, placement = ledger.place(entry, checkpoint.staged)
     if placement is not None:
         grow(ledger.stop)
-        staged = write_checkpoint(checkpoint, entry, placement, store_path, staging_root)
+        staged = write_checkpoint(checkpoint, entry, placement, *target)
     bar.update(failed=staged.status == "failed")
     return staged
 
 
-def _on_cluster(client, entries: list[Entry], ledger: Ledger, grow, store_path: str, staging_root: str, bar: Counter) -> list[Staged]:
+def _on_cluster(client, entries: list[Entry], ledger: Ledger, grow, target: WriteTarget, bar: ProgressCounter) -> list[Staged]:
     from distributed import as_completed
 
     results: list[Staged | None] = [None] * len(entries)
@@ -67,10 +68,12 @@ def _on_cluster(client, entries: list[Entry], ledger: Ledger, grow, store_path: 
 
     def submit_reads() -> None:
         nonlocal submitted
+        if submitted == len(entries):
+            return
         window = max(2, READS_PER_THREAD * sum(client.nthreads().values()))  # workers may come and go (SLURM)
         while submitted < len(entries) and len(reads) < window:
             entry = entries[submitted]
-            reads[submitted] = client.submit(read_checkpoint, entry, staging_root, key=task_key(entry), pure=False)
+            reads[submitted] = client.submit(read_checkpoint, entry, target.staging_root, key=task_key(entry), pure=False)
             summary = client.submit(summary_of, reads[submitted], key=task_key(entry, "summary"), pure=False)
             role[summary.key] = ("summary", submitted)
             pending.add(summary)
@@ -95,7 +98,7 @@ def _on_cluster(client, entries: list[Entry], ledger: Ledger, grow, store_path: 
                     done(placed, staged)
                 else:
                     grow(ledger.stop)
-                    write = client.submit(write_checkpoint, reads[placed], entries[placed], placement, store_path, staging_root,
+                    write = client.submit(write_checkpoint, reads[placed], entries[placed], placement, *target,
                                           key=task_key(entries[placed], "write"), pure=False)
                     role[write.key] = ("write", placed)
                     pending.add(write)

@@ -25,7 +25,7 @@ from filtershift.extraction.layermoments import record_layer_moments
 from filtershift.extraction.ledger import Ledger
 from filtershift.extraction.manifest import Entry
 from filtershift.extraction.rerun import CHANGED, CURRENT, classify, refuse_changed, stored_by_name
-from filtershift.extraction.staging import STAGING_DIR, Staged, load_edges
+from filtershift.extraction.staging import STAGING_DIR, Staged, WriteTarget, load_edges
 from filtershift.runtime.failpoints import failpoint
 from filtershift.runtime.progress import compute
 
@@ -88,9 +88,9 @@ def _run_locked(plan: ExtractionPlan, chunk_rows: int, show_progress: bool, repl
     clean_staging(plan.db)
     ledger = Ledger(*store.read_tables(plan.db), replace_changed=replace_changed)
     group = store.ensure_store(plan.db, chunk_rows)
-    store_path = str(plan.db / store.FILTERS_STORE)
     grow = lambda n_rows: store.grow_rows(group, n_rows)  # noqa: E731
-    staged = read_and_write(list(plan.to_stage), ledger, grow, store_path, str(plan.db / STAGING_DIR), show_progress)
+    target = WriteTarget(str(plan.db / store.FILTERS_STORE), int(group["filters"].chunks[0]), str(plan.db / STAGING_DIR))
+    staged = read_and_write(list(plan.to_stage), ledger, grow, target, show_progress)
     n_filters = consolidate(plan.db, group, ledger, staged, show_progress)
     rows = [(e.name, str(e.path), s.status, s.error) for e, s in zip(plan.to_stage, staged)]
     return extraction_report(plan, rows, ledger.n_new_models, n_filters, time.perf_counter() - started)

@@ -22,6 +22,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from filtershift.analysis.moments import layer_moments
 from filtershift.extraction.chunkplan import split_rows
 from filtershift.extraction.kernels import model_kernels
 from filtershift.extraction.manifest import Entry
+from filtershift.extraction.rerun import ChangedCheckpointError
 from filtershift.readers import model_files, read_convolutions
 from filtershift.readers.files import sha256_model
 from filtershift.runtime.failpoints import failpoint
@@ -39,6 +41,14 @@ from filtershift.store.files import atomic_folder
 STAGING_DIR = ".staging"
 MOMENT_FIELDS = ("n", "raw_mean", "raw_m2", "scaled_mean", "scaled_m2")
 LAYER_FIELDS = ("name", "conv_index", "n_conv", "depth", "depth_decile", "in_channels", "out_channels", "groups", "n_filters")
+
+
+class WriteTarget(NamedTuple):
+    """Where write tasks write: the store, its rows per chunk, the staging folder."""
+
+    store_path: str
+    chunk_rows: int
+    staging_root: str
 
 
 @dataclass(frozen=True)
@@ -146,19 +156,21 @@ def written_before(folder: Path, reader: str = "") -> Staged | None:
     return staged
 
 
-def write_checkpoint(checkpoint: Checkpoint, entry: Entry, placement: Placement, store_path: str, staging_root: str) -> Staged:
-    """Write a read checkpoint's rows at ``placement``: the store chunks wholly inside its rows
-    directly, its edge rows to its staging folder (see the module). Returns the final summary."""
+def write_checkpoint(checkpoint: Checkpoint, entry: Entry, placement: Placement, store_path: str, chunk_rows: int,
+                     staging_root: str) -> Staged:
+    """Write a read checkpoint's rows at ``placement`` in the store of ``chunk_rows``-row chunks:
+    the chunks wholly inside its rows directly, its edge rows to its staging folder (see the
+    module). Returns the final summary."""
     staged = checkpoint.staged
     if checkpoint.kernels is None:
         if staged.placement == placement:
             return staged  # written by an interrupted run, at these very rows
         checkpoint = read_checkpoint(entry, staging_root, reuse=False)  # placed elsewhere this time
         if checkpoint.kernels is None or checkpoint.staged.sha256 != staged.sha256:
-            raise RuntimeError(f"{entry.label} changed while it was being extracted; rerun")
+            raise ChangedCheckpointError(f"{entry.path} changed while it was being extracted (its content hash differs from the "
+                                         "first read); rerun `filtershift extract`: the finished work is kept")
         staged = checkpoint.staged
     kernels = checkpoint.kernels
-    chunk_rows = store.chunk_rows_of(store_path)
     start, stop = placement.start, placement.start + len(kernels)
     head, tail = split_rows(start, stop, chunk_rows)
     layer = np.repeat(np.arange(placement.first_layer, placement.first_layer + staged.n_layers, dtype=np.int32),
@@ -208,5 +220,5 @@ def load_staged_moments(folder: str, n_layers: int) -> dict[str, np.ndarray] | N
     return arrays if all(len(a) == n_layers for a in arrays.values()) else None
 
 
-__all__ = ["Checkpoint", "Placement", "Staged", "read_checkpoint", "write_checkpoint", "summary_of", "load_edges",
+__all__ = ["Checkpoint", "Placement", "Staged", "WriteTarget", "read_checkpoint", "write_checkpoint", "summary_of", "load_edges",
            "load_staged_moments", "STAGING_DIR"]

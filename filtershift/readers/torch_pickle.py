@@ -84,7 +84,7 @@ def check_zip_archive(path: Path) -> None:
         if "central directory" in str(exc) or "not a zip file" in str(exc).lower():
             raise ValueError(damaged(path, f"the zip archive ends early: no central directory in its {size:,} bytes")) from None
         raise ValueError(damaged(path, f"the zip archive is damaged: {_first_line(exc)}")) from None
-    except (EOFError, OSError, zlib.error, NotImplementedError) as exc:
+    except (EOFError, OSError, zlib.error, NotImplementedError) as exc:  # zipfile: NotImplementedError for a compression it cannot read
         raise ValueError(damaged(path, f"the zip archive is damaged: {_first_line(exc)}")) from None
     if bad is not None:
         raise ValueError(damaged(path, f"member {bad} fails its CRC-32 check"))

@@ -132,7 +132,7 @@ def _bar(items, label: str, show: bool):
     return tqdm(items, desc=label, file=sys.stderr, unit="task", dynamic_ncols=True)
 
 
-class Counter:
+class ProgressCounter:
     """A bar the caller advances (``update``), for work handed out piece by piece; on a redirected
     log one line at the end, as :func:`compute_each` prints."""
 
@@ -151,7 +151,7 @@ class Counter:
         if self.bar is not None:
             self.bar.update(1)
 
-    def __enter__(self) -> "Counter":
+    def __enter__(self) -> "ProgressCounter":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,7 +6,7 @@ the row-to-layer mapping; ``files`` makes every write atomic and umask-following
 checks a database's invariants and ``info`` summarises it. Everything else imports from here.
 """
 
-from filtershift.store.arrays import chunk_rows_of, grow_rows, layer_of_rows, read_rows, resize_rows, rows_checksum, write_rows
+from filtershift.store.arrays import grow_rows, layer_of_rows, read_rows, resize_rows, rows_checksum, write_rows
 from filtershift.store.database import (
     DEFAULT_CHUNK_ROWS,
     FILTERS_STORE,
@@ -44,5 +44,5 @@ __all__ = [
     "MODEL_DTYPES", "MODELS_TABLE", "RESULTS_DIR", "REMOVED", "STORAGE_ERRNOS", "Database", "DatabaseError", "StoreChunks",
     "accounted_layers", "aligned_chunks", "append_rows", "committed_layers", "ensure_store", "is_storage_error",
     "live_models", "open_database", "read_tables", "remove_models", "require_database", "storage_error_message", "write_database", "write_table", "writer_lock",
-    "chunk_rows_of", "grow_rows", "layer_of_rows", "read_rows", "resize_rows", "rows_checksum", "write_rows",
+    "grow_rows", "layer_of_rows", "read_rows", "resize_rows", "rows_checksum", "write_rows",
 ]

@@ -46,11 +46,6 @@ def grow_rows(group: zarr.Group, n_rows: int) -> None:
         resize_rows(group, n_rows)
 
 
-def chunk_rows_of(store_path: str) -> int:
-    """The rows per chunk of the store at ``store_path``."""
-    return int(zarr.open_array(store_path, path="filters", mode="r").chunks[0])
-
-
 def write_rows(store_path: str, start: int, filters: np.ndarray, layer: np.ndarray,
                between: Callable[[], None] | None = None) -> None:
     """Write ``filters`` and then ``layer`` at rows ``[start, start + n)`` of the sized store;
